@@ -1,0 +1,53 @@
+"""What every image backend takes and returns, and the protocol it implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Aspect = Literal["square", "landscape", "portrait"]
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """An image the user supplied (in the request or the replied message), already downloaded."""
+
+    data: bytes
+    mime: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image to draw. ``aspect`` is a hint (横图/竖图/方图) mapped to the nearest size."""
+
+    prompt: str
+    negative_prompt: str = ""
+    references: tuple[ReferenceImage, ...] = ()
+    aspect: Aspect | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """Raw image bytes as the upstream sent them, with what we know about them."""
+
+    data: bytes
+    mime: str
+    backend: str
+    seed: int | None = None
+
+
+class ImageBackend(Protocol):
+    """A configured backend. Errors are ``exceptions.BackendError`` subclasses."""
+
+    name: str
+
+    @property
+    def supports_references(self) -> bool: ...
+
+    async def generate(self, request: GenerationRequest) -> GeneratedImage:
+        """Draw one image (retries included), or raise a ``BackendError``."""
+        ...
+
+    async def probe(self) -> str:
+        """Check reachability and auth without generating; return a short status line."""
+        ...

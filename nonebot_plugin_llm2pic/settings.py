@@ -1,0 +1,285 @@
+"""Typed schema of ``llm2pic.toml`` (SPEC §2).
+
+Pure pydantic: no NoneBot, no I/O. ``parse_settings`` turns the plain dict read from TOML into a
+``Settings`` object, merging ``[backends.NAME]`` tables over the built-ins and translating
+validation errors into one ``SettingsError`` that names the dotted key, the expectation and the
+value given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from .exceptions import SettingsError
+
+PromptStyle = Literal["natural", "tags"]
+CropPosition = Literal["top", "bottom", "left", "right"]
+
+SECRET_KEYS = frozenset({"api_key", "token"})
+"""Field names whose values are secrets: masked on output, settable only in private."""
+
+ENV_PREFIX = "env:"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class PluginSection(_Section):
+    enabled: bool = True
+    command: str = "pic"
+    natural_language: bool = True
+    require_mention: bool = False
+    priority: int = 50
+    allow_flags: bool = False
+    show_prompt: bool = False
+    blocked_users: list[str] = []
+    selfie: bool = True
+    reply_to_request: bool = True
+    ack_message: str = "收到，正在画…"
+    send_mode: Literal["base64", "file"] = "base64"
+    max_send_bytes: int = Field(4_000_000, ge=100_000)
+    save_images: bool = False
+
+
+class PersonaSection(_Section):
+    name: str = "小画"
+    description: str = ""
+    appearance: str = ""
+
+
+class LlmSection(_Section):
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+    stream: bool = False
+    timeout: float = Field(60, gt=0)
+    temperature: float = Field(0.7, ge=0, le=2)
+    system_prompt: str = ""
+    context_message_limit: int = Field(20, ge=0)
+    context_time_minutes: int = Field(30, ge=0)
+    judge_intent: bool = False
+    proxy: str = ""
+
+    @property
+    def configured(self) -> bool:
+        """Whether a prompt-writer LLM is configured at all."""
+        return bool(self.base_url and self.model)
+
+
+class RoutingSection(_Section):
+    default: str = "zimage"
+    fallback: list[str] = []
+    anime: str = ""
+    real: str = ""
+
+
+class GenerationSection(_Section):
+    custom_prompt_add: str = ""
+    negative_prompt: str = ""
+    banned_words: list[str] = []
+    crop_enabled: bool = False
+    crop_position: CropPosition = "bottom"
+    crop_pixels: int = Field(40, ge=0, le=4096)
+
+
+class LimitsSection(_Section):
+    user_cooldown_seconds: float = Field(30, ge=0)
+    user_per_minute: int = Field(5, ge=0)
+    user_daily_quota: int = Field(20, ge=0)
+    group_daily_quota: int = Field(100, ge=0)
+    quota_timezone: str = ""
+    job_timeout: float = Field(300, gt=0)
+    max_concurrency: int = Field(2, ge=1)
+    max_queue: int = Field(20, ge=0)
+    superusers_exempt: bool = True
+
+    @model_validator(mode="after")
+    def _check_timezone(self) -> LimitsSection:
+        if self.quota_timezone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.quota_timezone)
+            except (ZoneInfoNotFoundError, ValueError) as err:
+                raise ValueError(f"unknown IANA time zone {self.quota_timezone!r}") from err
+        return self
+
+
+class _BackendBase(_Section):
+    enabled: bool = True
+    base_url: str
+    timeout: float = Field(120, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    proxy: str = ""
+    prompt_style: PromptStyle = "natural"
+
+
+class GradioBackendSettings(_BackendBase):
+    type: Literal["gradio"]
+    api_name: str = "generate"
+    token: str = ""
+    resolution: str = "1024x1024 ( 1:1 )"
+    steps: int = Field(8, ge=1)
+    shift: float = 3
+    seed: int = -1
+    inputs: list[Any] | None = None
+    output_index: int = Field(0, ge=0)
+
+    @property
+    def supports_references(self) -> bool:
+        """A Gradio app takes references only when its input template has an ``{image}`` slot."""
+        return self.inputs is not None and any(
+            isinstance(item, str) and "{image}" in item for item in self.inputs
+        )
+
+
+class OpenAIBackendSettings(_BackendBase):
+    type: Literal["openai"]
+    api_key: str = ""
+    mode: Literal["images", "chat"] = "images"
+    model: str = "gpt-image-1"
+    size: str = "1024x1024"
+    use_sse: bool = False
+    timeout: float = Field(180, gt=0)
+    response_format: Literal["", "b64_json", "url"] = ""
+    quality: str = ""
+
+    @property
+    def supports_references(self) -> bool:
+        """Images edits and chat image parts both accept reference images."""
+        return True
+
+
+BackendSettings = Annotated[
+    Union[GradioBackendSettings, OpenAIBackendSettings], Field(discriminator="type")
+]
+
+BUILTIN_BACKENDS: dict[str, dict[str, Any]] = {
+    "zimage": {
+        "type": "gradio",
+        "base_url": "https://tongyi-mai-z-image-turbo.hf.space",
+        "api_name": "generate",
+        "timeout": 120,
+    },
+    "openai": {
+        "type": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "mode": "images",
+        "model": "gpt-image-1",
+        "timeout": 180,
+    },
+}
+
+
+class Settings(_Section):
+    plugin: PluginSection = PluginSection()
+    persona: PersonaSection = PersonaSection()
+    llm: LlmSection = LlmSection()
+    routing: RoutingSection = RoutingSection()
+    generation: GenerationSection = GenerationSection()
+    limits: LimitsSection = LimitsSection()
+    backends: dict[str, BackendSettings] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_backends(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = data.get("backends") or {}
+        if not isinstance(given, dict):
+            return data  # let field validation report the wrong type
+        merged: dict[str, Any] = {}
+        for name in {**BUILTIN_BACKENDS, **given}:
+            table = given.get(name, {})
+            if not isinstance(table, dict):
+                merged[name] = table
+                continue
+            builtin = BUILTIN_BACKENDS.get(name, {})
+            if "type" in table and builtin and table["type"] != builtin["type"]:
+                builtin = {}  # a built-in name re-typed: start from scratch
+            combined = {**builtin, **table}
+            if combined.get("enabled", True) is not False:
+                merged[name] = combined
+        return {**data, "backends": merged}
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> Settings:
+        names = set(self.backends)
+        routed = {
+            "routing.default": [self.routing.default],
+            "routing.anime": [self.routing.anime] if self.routing.anime else [],
+            "routing.real": [self.routing.real] if self.routing.real else [],
+            "routing.fallback": self.routing.fallback,
+        }
+        for key, values in routed.items():
+            for value in values:
+                if value not in names:
+                    known = ", ".join(sorted(names)) or "none"
+                    raise ValueError(
+                        f"{key}: backend {value!r} is not an enabled backend (enabled: {known})"
+                    )
+        return self
+
+
+_SETTINGS_ADAPTER = TypeAdapter(Settings)
+
+
+def parse_settings(data: dict[str, Any]) -> Settings:
+    """Validate a plain TOML dict; raise ``SettingsError`` naming the first bad key."""
+    try:
+        return _SETTINGS_ADAPTER.validate_python(data)
+    except ValidationError as err:
+        raise settings_error_from(err) from None
+
+
+def settings_error_from(err: ValidationError) -> SettingsError:
+    """Turn pydantic's report into one message: dotted key, what was expected, what was given."""
+    lines = []
+    first_key = ""
+    for item in err.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        # Drop the discriminator tag pydantic inserts into union paths (backends.x.gradio.steps).
+        if len(loc) >= 3 and loc[0] == "backends" and loc[2] in ("gradio", "openai"):
+            del loc[2]
+        key = ".".join(loc)
+        first_key = first_key or key
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"{key}: unknown key (check the spelling; see config.example.toml)")
+        elif kind == "missing":
+            lines.append(f"{key}: required key is missing")
+        elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
+            lines.append(f"{key}: backend needs type = \"gradio\" or \"openai\"")
+        elif kind == "value_error":
+            message = str(item.get("ctx", {}).get("error", item["msg"]))
+            lines.append(message if ":" in message.split(" ")[0] else f"{key or 'config'}: {message}")
+        else:
+            given = _short(item.get("input"))
+            lines.append(f"{key}: {item['msg'].lower()}, got {given}")
+    return SettingsError("; ".join(lines), key=first_key)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def resolve_secret(value: str) -> str:
+    """Expand ``"env:NAME"`` to the environment variable's value ("" when unset)."""
+    if value.startswith(ENV_PREFIX):
+        return os.environ.get(value[len(ENV_PREFIX) :].strip(), "")
+    return value
+
+
+def mask_secret(value: str) -> str:
+    """Show a secret as ``sk-****abcd``; env references stay readable, they hold no secret."""
+    if not value or value.startswith(ENV_PREFIX):
+        return value
+    if len(value) <= 8:
+        return "****"
+    head = value[:3] if value[2:3] == "-" or value[2:3] == "_" else value[:2]
+    return f"{head}****{value[-4:]}"
