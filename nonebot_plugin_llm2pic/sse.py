@@ -1,0 +1,163 @@
+"""Incremental Server-Sent Events decoder: bytes in, ``ServerSentEvent``s out.
+
+Pure (no I/O, no NoneBot). Follows the WHATWG "parsing an event stream" rules
+(https://html.spec.whatwg.org/multipage/server-sent-events.html): CR, LF and CRLF line ends (also
+when a CR ends one chunk and the LF starts the next), a leading BOM, ``:`` comments, one optional
+space after the colon, multi-line ``data`` joined with ``\\n``, and no line-length limit.
+
+Base64 images arrive as one multi-megabyte ``data:`` line split over thousands of network chunks,
+so the decoder is linear: it decodes each chunk once, searches for line ends only in the new
+chunk, keeps the unfinished line as a list of pieces and builds each value with a single join.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+_BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One dispatched event; ``id`` is the last event id seen so far (it persists per spec)."""
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+
+    def json(self) -> Any:
+        """``data`` parsed as JSON (raises ``ValueError`` when it is not JSON)."""
+        return json.loads(self.data)
+
+
+class SSEDecoder:
+    """Feed raw bytes as they arrive; get back the events each chunk completes."""
+
+    def __init__(self) -> None:
+        self._utf8_tail = b""  # an incomplete UTF-8 sequence at the end of the previous chunk
+        self._at_start = True  # the BOM check is still to do
+        self._pending: list[str] = []  # pieces of the unfinished line
+        self._skip_lf = False  # the previous chunk ended with CR: an LF now is part of CRLF
+        self._event = ""
+        self._data: list[str] = []
+        self._last_id = ""
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Decode one chunk (any size, any split point); return the events it completed."""
+        text = self._decode(chunk)
+        events: list[ServerSentEvent] = []
+        start = 0
+        end = len(text)
+        if self._skip_lf and end:
+            self._skip_lf = False
+            if text[0] == "\n":
+                start = 1
+        # Each terminator is searched for again only once its previous hit is consumed, so every
+        # character of the chunk is scanned at most once per terminator (memchr speed, linear).
+        lf = text.find("\n", start)
+        cr = text.find("\r", start)
+        while lf >= 0 or cr >= 0:
+            if cr < 0 or 0 <= lf < cr:
+                pos, next_start = lf, lf + 1
+            elif cr + 1 < end:
+                pos = cr
+                next_start = cr + 2 if text[cr + 1] == "\n" else cr + 1
+            else:
+                pos, next_start = cr, cr + 1
+                self._skip_lf = True
+            self._pending.append(text[start:pos])
+            event = self._line(self._pending)
+            self._pending = []
+            if event is not None:
+                events.append(event)
+            start = next_start
+            if 0 <= lf < start:
+                lf = text.find("\n", start)
+            if 0 <= cr < start:
+                cr = text.find("\r", start)
+        if start < end:
+            self._pending.append(text[start:])
+        return events
+
+    def close(self) -> list[ServerSentEvent]:
+        """End of stream: an event without its final blank line is discarded (WHATWG)."""
+        self._utf8_tail = b""
+        self._pending = []
+        self._skip_lf = False
+        self._event = ""
+        self._data = []
+        return []
+
+    def _decode(self, chunk: bytes) -> str:
+        # Decoding chunk by chunk keeps each copy small and cache-hot; only the few bytes of a
+        # multibyte character cut by the chunk boundary are carried over.
+        if self._utf8_tail:
+            chunk = self._utf8_tail + chunk
+        text, used = codecs.utf_8_decode(chunk, "replace", False)
+        self._utf8_tail = chunk[used:]
+        if self._at_start and text:
+            self._at_start = False
+            if text[0] == _BOM:
+                text = text[1:]
+        return text
+
+    def _line(self, pieces: list[str]) -> ServerSentEvent | None:
+        first = pieces[0]
+        colon = first.find(":")
+        if len(pieces) > 1 and 0 < colon < len(first) - 1:
+            # A long line (a base64 image): cut the field name off the first piece so the value
+            # is built by one join, instead of joining the line and then slicing the value.
+            pieces[0] = first[colon + 2 if first[colon + 1] == " " else colon + 1 :]
+            return self._field(first[:colon], "".join(pieces))
+        line = "".join(pieces) if len(pieces) > 1 else first
+        if not line:
+            return self._dispatch()
+        colon = line.find(":")
+        if colon == 0:
+            return None  # a comment (keep-alive)
+        if colon < 0:
+            return self._field(line, "")
+        value_start = colon + 2 if line.startswith(" ", colon + 1) else colon + 1
+        return self._field(line[:colon], line[value_start:])
+
+    def _field(self, name: str, value: str) -> None:
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == "retry":
+            if value.isascii() and value.isdigit():
+                self._retry = int(value)
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = ServerSentEvent(
+            event=self._event or "message",
+            data="\n".join(self._data),
+            id=self._last_id,
+            retry=self._retry,
+        )
+        self._event = ""
+        self._data = []
+        return event
+
+
+async def aiter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[ServerSentEvent]:
+    """Decode an async stream of byte chunks into events."""
+    decoder = SSEDecoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event
+    for event in decoder.close():
+        yield event

@@ -1,0 +1,349 @@
+"""HTTP plumbing shared by every backend and the prompt writer (aiohttp, no NoneBot).
+
+Every request gets explicit timeouts (connect, idle read, total per attempt), error bodies are read
+(capped) before a typed ``BackendError`` is raised, bodies and streams are size-capped while they
+arrive, and ``with_retries`` applies the retry policy of ``retry.py``. aiohttp's exceptions never
+leave this module: they are translated at the boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from .exceptions import (
+    BackendAuthError,
+    BackendConnectionError,
+    BackendError,
+    BackendStatusError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ContentPolicyError,
+    ResponseTooLargeError,
+    StreamError,
+    UpstreamError,
+)
+from .retry import backoff_delay, parse_retry_after
+from .sse import ServerSentEvent, SSEDecoder
+
+logger = logging.getLogger("nonebot_plugin_llm2pic")
+
+T = TypeVar("T")
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""Default cap for one response body or stream: a 4096² PNG as base64 still fits."""
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+"""Only this much of an error body is read: enough for any JSON error, never a whole page."""
+
+ERROR_EXCERPT_CHARS = 300
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_HTTP_SCHEMES = frozenset({"http", "https"})
+
+CONTENT_POLICY_CODES = frozenset(
+    {"content_policy_violation", "moderation_blocked", "sensitive_words_detected", "content_filter"}
+)
+"""Error codes meaning "the upstream refused this prompt" (OpenAI, DALL·E, one-api relays)."""
+
+_CONTENT_POLICY_TEXT = re.compile(
+    r"safety system|content[ _]policy|content[ _]filter|moderation_blocked|flagged|sensitive words",
+    re.IGNORECASE,
+)
+_NO_RETRY_CODES = frozenset({"insufficient_quota", "credit_balance_exhausted"})
+"""429s that mean "out of money": waiting will not help."""
+
+_SECRET_LIKE = re.compile(r"\b(sk|hf|key)[-_][A-Za-z0-9_\-]{8,}")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{200,}")
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Limits and headers for one request attempt."""
+
+    backend: str
+    """Name used in errors ("zimage", "llm", …)."""
+    timeout: float
+    """Total seconds for one attempt, body or stream included."""
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    """Idle seconds allowed between two reads (a stalled stream fails after this)."""
+    proxy: str | None = None
+    """Explicit proxy URL; "" / None = none (HTTP(S)_PROXY still applies through trust_env)."""
+    max_bytes: int = MAX_RESPONSE_BYTES
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The process-wide session; ``trust_env`` honours HTTP(S)_PROXY. The caller closes it."""
+    return aiohttp.ClientSession(trust_env=True)
+
+
+async def request_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    opts: RequestOptions,
+    *,
+    json: Any = None,
+    data: Any = None,
+) -> Any:
+    """Send one request and return its JSON body; every failure is a typed ``BackendError``."""
+    async with open_response(session, method, url, opts, json=json, data=data) as resp:
+        body = await read_body(resp, opts)
+        return parse_json_body(body, resp.content_type, opts)
+
+
+def parse_json_body(body: bytes, content_type: str, opts: RequestOptions) -> Any:
+    """Parse a JSON body, or raise ``UpstreamError`` naming what came back instead."""
+    try:
+        return jsonlib.loads(body)
+    except ValueError as err:
+        raise UpstreamError(
+            f"{opts.backend}: expected JSON, got {content_type or 'no content type'}: "
+            f"{_excerpt(body)}",
+            backend=opts.backend,
+            user_message=f"绘图服务 {opts.backend} 返回了无法解析的结果",
+        ) from err
+
+
+@asynccontextmanager
+async def open_response(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    opts: RequestOptions,
+    *,
+    json: Any = None,
+    data: Any = None,
+    allow_redirects: bool = True,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Send one request and yield the response once its status is below 400.
+
+    Error statuses are read (capped) and raised as ``BackendAuthError`` (401/403),
+    ``ContentPolicyError`` or ``BackendStatusError`` with the server's ``Retry-After``. A
+    ``Content-Length`` above ``opts.max_bytes`` fails before any of the body is read.
+    """
+    timeout = aiohttp.ClientTimeout(
+        total=opts.timeout, connect=opts.connect_timeout, sock_read=opts.read_timeout
+    )
+    try:
+        async with session.request(
+            method,
+            url,
+            json=json,
+            data=data,
+            headers=dict(opts.headers),
+            proxy=opts.proxy or None,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        ) as resp:
+            if resp.status >= 400:
+                body = await _read_capped(resp, MAX_ERROR_BODY_BYTES)
+                raise status_error(resp.status, body, resp.headers, opts.backend)
+            if resp.content_length is not None and resp.content_length > opts.max_bytes:
+                resp.close()
+                raise _too_large(opts)
+            yield resp
+    except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+        raise _translate(err, opts) from err
+
+
+async def read_body(resp: aiohttp.ClientResponse, opts: RequestOptions) -> bytes:
+    """Read the whole body, failing with ``ResponseTooLargeError`` as soon as it passes the cap."""
+    if resp.content_length is not None and resp.content_length > opts.max_bytes:
+        resp.close()
+        raise _too_large(opts)
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > opts.max_bytes:
+                resp.close()  # drop the connection instead of draining the rest
+                raise _too_large(opts)
+            pieces.append(chunk)
+    except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+        raise _translate(err, opts) from err
+    return b"".join(pieces)
+
+
+async def iter_events(
+    resp: aiohttp.ClientResponse, opts: RequestOptions
+) -> AsyncIterator[ServerSentEvent]:
+    """Decode the response body as SSE, capping the total bytes; a cut stream is ``StreamError``."""
+    decoder = SSEDecoder()
+    size = 0
+    try:
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > opts.max_bytes:
+                resp.close()
+                raise _too_large(opts)
+            for event in decoder.feed(chunk):
+                yield event
+    except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+        raise _translate(err, opts) from err
+    for event in decoder.close():
+        yield event
+
+
+async def download(
+    session: aiohttp.ClientSession, url: str, opts: RequestOptions
+) -> tuple[bytes, str]:
+    """GET an http(s) URL (redirects only to http(s)), capped; return ``(body, content type)``.
+
+    Pass options without the backend's Authorization header: the URL may point anywhere.
+    """
+    for _ in range(MAX_REDIRECTS + 1):
+        if URL(url).scheme not in _HTTP_SCHEMES:
+            raise UpstreamError(
+                f"{opts.backend}: refusing to download non-http(s) URL {url[:100]!r}",
+                backend=opts.backend,
+                user_message=f"绘图服务 {opts.backend} 返回了无效的图片地址",
+            )
+        async with open_response(session, "GET", url, opts, allow_redirects=False) as resp:
+            location = resp.headers.get("Location")
+            if resp.status in _REDIRECT_STATUSES and location:
+                url = str(resp.url.join(URL(location)))
+                continue
+            return await read_body(resp, opts), resp.content_type
+    raise UpstreamError(
+        f"{opts.backend}: more than {MAX_REDIRECTS} redirects downloading the image",
+        backend=opts.backend,
+        user_message=f"绘图服务 {opts.backend} 返回了无效的图片地址",
+    )
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backend: str) -> T:
+    """Run ``call``; retry retryable ``BackendError``s up to ``retries`` times (SPEC §4)."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except BackendError as err:
+            if not err.retryable or attempt >= retries:
+                raise
+            retry_after = err.retry_after if isinstance(err, BackendStatusError) else None
+            delay = backoff_delay(attempt, retry_after)
+            attempt += 1
+            logger.info(
+                "%s: %s; retry %d/%d in %.1f s", backend, err, attempt, retries, delay
+            )
+            await asyncio.sleep(delay)
+
+
+def status_error(
+    status: int, body: bytes, headers: Mapping[str, str], backend: str
+) -> BackendStatusError:
+    """The typed error for an HTTP error status, from the (already read) body and headers."""
+    code, message = _error_fields(body)
+    excerpt = _excerpt(message.encode() if message else body)
+    text = f"{backend}: HTTP {status}" + (f" {code}" if code else "") + f": {excerpt}"
+    if status < 500 and (code in CONTENT_POLICY_CODES or _CONTENT_POLICY_TEXT.search(message)):
+        return ContentPolicyError(
+            text,
+            backend=backend,
+            status=status,
+            body=excerpt,
+            user_message=f"绘图服务 {backend} 拒绝了这个请求（内容审核未通过）",
+        )
+    if status in (401, 403):
+        return BackendAuthError(
+            text,
+            backend=backend,
+            status=status,
+            body=excerpt,
+            user_message=f"绘图服务 {backend} 认证失败",
+        )
+    error = BackendStatusError(
+        text,
+        backend=backend,
+        status=status,
+        body=excerpt,
+        retry_after=parse_retry_after(headers),
+    )
+    if code in _NO_RETRY_CODES:
+        error.retryable = False
+        error.user_message = f"绘图服务 {backend} 额度不足"
+    return error
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    """``(code, message)`` from an OpenAI-style error body; the raw text when it is not JSON."""
+    try:
+        parsed = jsonlib.loads(body)
+    except ValueError:
+        return "", body.decode("utf-8", "replace")
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code") or error.get("type") or ""), str(error.get("message") or "")
+    if isinstance(error, str):
+        return "", error
+    return "", body.decode("utf-8", "replace")
+
+
+def _excerpt(body: bytes) -> str:
+    """A short, log-safe excerpt: no key-like tokens, no long base64 runs."""
+    text = body[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    text = _SECRET_LIKE.sub(lambda m: f"{m.group(1)}-****", text)
+    text = _BASE64_RUN.sub("<base64>", text)
+    text = " ".join(text.split())
+    return text if len(text) <= ERROR_EXCERPT_CHARS else text[: ERROR_EXCERPT_CHARS - 1] + "…"
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    pieces: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        pieces.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(pieces)[:limit]
+
+
+def _too_large(opts: RequestOptions) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"{opts.backend}: response larger than {opts.max_bytes} bytes",
+        backend=opts.backend,
+        user_message=f"绘图服务 {opts.backend} 返回的数据过大",
+    )
+
+
+def _translate(err: BaseException, opts: RequestOptions) -> BackendError:
+    """aiohttp/asyncio failures → our errors (timeouts first: some are also ClientErrors)."""
+    name = opts.backend
+    if isinstance(err, asyncio.TimeoutError):
+        return BackendTimeoutError(
+            f"{name}: timed out ({type(err).__name__})",
+            backend=name,
+            user_message=f"绘图服务 {name} 超时",
+        )
+    if isinstance(err, aiohttp.InvalidURL):
+        # A malformed or non-http(s) URL is a config problem: retrying cannot fix it.
+        return BackendUnavailableError(
+            f"{name}: invalid URL: {err}",
+            backend=name,
+            user_message=f"绘图服务 {name} 的地址无效",
+        )
+    if isinstance(err, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+        return StreamError(
+            f"{name}: response cut off: {err}",
+            backend=name,
+            user_message="生成中断，请稍后再试",
+        )
+    return BackendConnectionError(
+        f"{name}: connection failed: {err}",
+        backend=name,
+        user_message=f"无法连接绘图服务 {name}",
+    )
