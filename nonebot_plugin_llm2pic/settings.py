@@ -105,7 +105,9 @@ class LimitsSection(_Section):
             try:
                 ZoneInfo(self.quota_timezone)
             except (ZoneInfoNotFoundError, ValueError) as err:
-                raise ValueError(f"unknown IANA time zone {self.quota_timezone!r}") from err
+                raise ValueError(
+                    f"limits.quota_timezone: unknown IANA time zone {self.quota_timezone!r}"
+                ) from err
         return self
 
 
@@ -246,8 +248,13 @@ def settings_error_from(err: ValidationError) -> SettingsError:
         if len(loc) >= 3 and loc[0] == "backends" and loc[2] in ("gradio", "openai"):
             del loc[2]
         key = ".".join(loc)
-        first_key = first_key or key
         kind = item["type"]
+        if kind == "value_error":
+            # Our model validators name their own key: "routing.default: …".
+            message = str(item.get("ctx", {}).get("error", item["msg"]))
+            head = message.split(" ", 1)[0]
+            key = head[:-1] if head.endswith(":") else key
+        first_key = first_key or key
         if kind == "extra_forbidden":
             lines.append(f"{key}: unknown key (check the spelling; see config.example.toml)")
         elif kind == "missing":
@@ -255,8 +262,7 @@ def settings_error_from(err: ValidationError) -> SettingsError:
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
             lines.append(f"{key}: backend needs type = \"gradio\" or \"openai\"")
         elif kind == "value_error":
-            message = str(item.get("ctx", {}).get("error", item["msg"]))
-            lines.append(message if ":" in message.split(" ")[0] else f"{key or 'config'}: {message}")
+            lines.append(message if message.startswith(f"{key}:") else f"{key}: {message}")
         else:
             given = _short(item.get("input"))
             lines.append(f"{key}: {item['msg'].lower()}, got {given}")

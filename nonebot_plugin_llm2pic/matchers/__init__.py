@@ -1,0 +1,3 @@
+"""Chat entry points: thin handlers that parse, call the store or pipeline, and reply."""
+
+from . import admin as admin

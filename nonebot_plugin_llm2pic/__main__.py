@@ -1,0 +1,143 @@
+"""Command line: ``python -m nonebot_plugin_llm2pic serve|draw|check|config`` (SPEC §3).
+
+Every verb takes ``--config PATH``. Verbs other than ``serve`` run outside a loaded plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import CONFIG_ENV, PLUGIN_NAME
+from .exceptions import SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run one verb; the return value is the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        # One place decides the path (config.resolve_config_path); the env var carries
+        # --config into it, and into the NoneBot process `serve` starts.
+        import os
+
+        os.environ[CONFIG_ENV] = str(Path(args.config).expanduser().resolve())
+    return args.func(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nonebot_plugin_llm2pic")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="llm2pic.toml to use")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    serve = verbs.add_parser("serve", parents=[common], help="run the bot (OneBot v11 reverse WS)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_serve)
+
+    draw = verbs.add_parser("draw", parents=[common], help="run the pipeline once")
+    draw.add_argument("text", help="描述 / prompt")
+    draw.add_argument("-o", "--output", default="out.png", help="image file to write")
+    draw.add_argument("--backend", "-b", help="backend name")
+    draw.add_argument("--raw", "-r", action="store_true", help="skip the prompt writer")
+    draw.add_argument("--selfie", action="store_true", help="draw the persona as a selfie")
+    draw.set_defaults(func=_draw)
+
+    check = verbs.add_parser("check", parents=[common], help="validate config, probe backends")
+    check.set_defaults(func=_check)
+
+    config = verbs.add_parser("config", parents=[common], help="read or edit llm2pic.toml")
+    config_verbs = config.add_subparsers(dest="config_verb", required=True)
+    get = config_verbs.add_parser("get", parents=[common])
+    get.add_argument("key")
+    get.set_defaults(func=_config_get)
+    set_ = config_verbs.add_parser("set", parents=[common])
+    set_.add_argument("key")
+    set_.add_argument("value")
+    set_.set_defaults(func=_config_set)
+    return parser
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return 1
+
+
+def _open_store():
+    """The settings store for CLI verbs: NoneBot is initialised bare so localstore resolves."""
+    import nonebot
+
+    from .config import resolve_config_path
+    from .settings_store import SettingsStore
+
+    nonebot.init(driver="~none")
+    return SettingsStore(resolve_config_path())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import nonebot
+    from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
+
+    nonebot.init(driver="~fastapi", host=args.host, port=args.port)
+    nonebot.get_driver().register_adapter(OneBotV11Adapter)
+    # `python -m` imported this package as a plain module before nonebot.init(); NoneBot's
+    # loader would skip a module already in sys.modules and serve without our matchers.
+    for name in [m for m in sys.modules if m == PLUGIN_NAME or m.startswith(f"{PLUGIN_NAME}.")]:
+        del sys.modules[name]
+    # NoneBot's finder looks the plugin up on sys.path; an editable install may only be
+    # reachable through its own import hook, so make the package's parent dir findable.
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    if package_parent not in sys.path:
+        sys.path.append(package_parent)
+    plugin = nonebot.load_plugin(PLUGIN_NAME)
+    if plugin is None or not plugin.matcher:
+        return _fail("the llm2pic plugin did not load; not serving without it")
+    nonebot.logger.info(
+        f"llm2pic: waiting for OneBot v11 reverse WebSocket at ws://{args.host}:{args.port}/onebot/v11/ws"
+    )
+    # permessage-deflate costs ~80 ms of event loop per image frame (SPEC §6).
+    nonebot.run(ws_per_message_deflate=False)
+    return 0
+
+
+def _draw(args: argparse.Namespace) -> int:
+    return _fail("draw is not available yet: the image backends are still being built")
+
+
+def _check(args: argparse.Namespace) -> int:
+    store = _open_store()
+    try:
+        store.reload()
+    except SettingsError as err:
+        return _fail(f"{store.path}: {err}")
+    sys.stdout.write(f"config  ok  {store.path}\n")
+    return 0
+
+
+def _config_get(args: argparse.Namespace) -> int:
+    store = _open_store()
+    try:
+        store.reload()
+        value = store.get(args.key)
+    except SettingsError as err:
+        return _fail(str(err))
+    text = store.show(args.key) if isinstance(value, dict) else repr(value)
+    sys.stdout.write(f"{text}\n")
+    return 0
+
+
+def _config_set(args: argparse.Namespace) -> int:
+    store = _open_store()
+    try:
+        result = store.set(args.key, args.value)
+    except SettingsError as err:
+        return _fail(str(err))
+    restart = " (restart the bot to apply)" if result.needs_restart else ""
+    sys.stdout.write(f"{result.key} = {result.value!r}{restart}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The live settings and every edit of ``llm2pic.toml`` (SPEC §2–3).
+
+Edits go through tomlkit so comments and layout survive: re-read the file under a lock, convert
+the value to the type of the field it sets, validate the whole result, write atomically (temp file
++ rename), then swap the live ``Settings``. A rejected edit leaves the file byte-for-byte unchanged.
+No NoneBot imports: the CLI and the bot share this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import tomlkit
+from pydantic import BaseModel
+from tomlkit.exceptions import TOMLKitError
+
+from .exceptions import SettingsError
+from .settings import (
+    SECRET_KEYS,
+    GradioBackendSettings,
+    OpenAIBackendSettings,
+    Settings,
+    mask_secret,
+    parse_settings,
+)
+
+try:  # POSIX: lock across processes so the CLI and a running bot can both edit the file.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the in-process lock still serialises the bot
+    fcntl = None
+
+log = logging.getLogger("nonebot_plugin_llm2pic")
+
+EXAMPLE_NAME = "config.example.toml"
+MAX_VALUE_CHARS = 4000
+"""Longest value accepted from `set`: a config value has no business being longer."""
+
+RESTART_KEYS = frozenset({"plugin.command", "plugin.priority"})
+"""Keys read once when matchers are registered (SPEC §3): edits apply after a restart."""
+
+_BACKEND_MODELS: dict[str, type[BaseModel]] = {
+    "gradio": GradioBackendSettings,
+    "openai": OpenAIBackendSettings,
+}
+
+
+def example_text() -> str:
+    """The packaged, fully commented example config."""
+    return Path(__file__).with_name(EXAMPLE_NAME).read_text("utf-8")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a dotted key names a secret (``api_key``, ``token``)."""
+    return key.rsplit(".", 1)[-1] in SECRET_KEYS
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """What an accepted edit did, for the reply."""
+
+    key: str
+    value: Any
+    needs_restart: bool
+
+
+class SettingsStore:
+    """Owns the path, the live ``Settings`` and the lock every edit takes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.settings = Settings()
+        self.last_error: SettingsError | None = None
+        self._mtime_ns: int | None = None
+        self._lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self) -> Settings:
+        """Start-up load: create the file from the example if missing; bad file → defaults."""
+        with self._locked():
+            if not self.path.exists():
+                atomic_write(self.path, example_text())
+                log.info("created %s from the example config", self.path)
+            try:
+                self._apply(self._parse_file())
+            except SettingsError as err:
+                self.last_error = err
+                self._mtime_ns = self._stat_mtime()
+                log.error("config %s is invalid, running with defaults: %s", self.path, err)
+        return self.settings
+
+    def reload(self) -> Settings:
+        """Re-read the file; on error keep the last good settings and raise ``SettingsError``."""
+        with self._locked():
+            try:
+                self._apply(self._parse_file())
+            except SettingsError as err:
+                self.last_error = err
+                self._mtime_ns = self._stat_mtime()
+                raise
+        return self.settings
+
+    def refresh_if_changed(self) -> bool:
+        """Reload when the file's mtime moved (called before each job). Never raises."""
+        if self._stat_mtime() == self._mtime_ns:
+            return False
+        try:
+            self.reload()
+        except SettingsError as err:
+            log.error("config %s changed on disk but is invalid, keeping the last good one: %s",
+                      self.path, err)
+            return False
+        log.info("config %s changed on disk, reloaded", self.path)
+        return True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        """The effective value at a dotted key (defaults included), secrets masked."""
+        node: Any = self.settings
+        for part in _split_key(key):
+            if isinstance(node, BaseModel) and part in type(node).model_fields:
+                node = getattr(node, part)
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                raise SettingsError(f"{key}: unknown key{_hint(key, self.settings)}", key=key)
+        return mask_tree(node, key)
+
+    def show(self, section: str = "") -> str:
+        """The effective config (or one section) as TOML text, secrets masked."""
+        data = self.get(section) if section else mask_tree(self.settings, "")
+        if isinstance(data, dict):
+            document = tomlkit.document()
+            document.update({section: data} if section else data)
+            return tomlkit.dumps(document).strip()
+        return f"{section} = {tomlkit.item(data).as_string()}"
+
+    # -- editing ---------------------------------------------------------------------------
+
+    def set(self, key: str, raw: str) -> EditResult:
+        """Set a dotted key from its text form; validates everything before writing."""
+        if len(raw) > MAX_VALUE_CHARS:
+            raise SettingsError(f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)",
+                                key=key)
+        with self._locked():
+            document = self._read_document()
+            value = convert_value(key, raw, document, self.settings)
+            _assign(document, key, value)
+            return self._commit(document, key, value)
+
+    def unset(self, key: str) -> EditResult:
+        """Remove a dotted key from the file so its default applies again."""
+        with self._locked():
+            document = self._read_document()
+            parts = _split_key(key)
+            parent = _walk(document, parts[:-1])
+            if parent is None or parts[-1] not in parent:
+                raise SettingsError(f"{key}: not set in the file (nothing to unset)", key=key)
+            del parent[parts[-1]]
+            return self._commit(document, key, None)
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            if fcntl is None:
+                yield
+                return
+            lock_path = self.path.with_name(f".{self.path.name}.lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock_path, "a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _stat_mtime(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _read_document(self) -> tomlkit.TOMLDocument:
+        try:
+            text = self.path.read_text("utf-8")
+        except FileNotFoundError:
+            text = example_text()  # deleted while running: edits start again from the example
+        except OSError as err:
+            raise SettingsError(f"cannot read {self.path}: {err.strerror}") from err
+        try:
+            return tomlkit.parse(text)
+        except TOMLKitError as err:
+            raise SettingsError(f"{self.path.name} is not valid TOML: {err}") from err
+
+    def _parse_file(self) -> tuple[Settings, int | None]:
+        mtime = self._stat_mtime()
+        return parse_settings(self._read_document().unwrap()), mtime
+
+    def _apply(self, parsed: tuple[Settings, int | None]) -> None:
+        self.settings, self._mtime_ns = parsed
+        self.last_error = None
+
+    def _commit(self, document: tomlkit.TOMLDocument, key: str, value: Any) -> EditResult:
+        settings = parse_settings(document.unwrap())
+        try:
+            atomic_write(self.path, tomlkit.dumps(document))
+        except OSError as err:
+            raise SettingsError(f"cannot write {self.path}: {err.strerror}", key=key) from err
+        self.settings = settings
+        self._mtime_ns = self._stat_mtime()
+        self.last_error = None
+        return EditResult(key, mask_tree(value, key), key in RESTART_KEYS)
+
+
+def mask_tree(value: Any, key: str) -> Any:
+    """Plain data for display with every secret masked; models become dicts."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        return {k: mask_tree(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, str) and is_secret_key(key):
+        return mask_secret(value)
+    return value
+
+
+def _split_key(key: str) -> list[str]:
+    parts = key.strip().split(".")
+    if not key.strip() or any(not part for part in parts):
+        raise SettingsError(f"{key!r}: not a dotted key like limits.user_cooldown_seconds", key=key)
+    return parts
+
+
+def _walk(document: Any, parts: list[str]) -> Any:
+    node = document
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _assign(document: tomlkit.TOMLDocument, key: str, value: Any) -> None:
+    parts = _split_key(key)
+    node: Any = document
+    for depth, part in enumerate(parts[:-1]):
+        if part not in node:
+            # Nested tables under [backends] are written as [backends.NAME] headers.
+            node[part] = tomlkit.table(is_super_table=depth == 0 and parts[0] == "backends")
+        node = node[part]
+        if not isinstance(node, dict):
+            raise SettingsError(f"{key}: {'.'.join(parts[: depth + 1])} is not a table", key=key)
+    node[parts[-1]] = value
+
+
+def field_annotation(key: str, document: Any, settings: Settings) -> Any:
+    """The type annotation of the field a dotted key names, or ``SettingsError`` if none."""
+    parts = _split_key(key)
+    if parts[0] == "backends" and len(parts) == 2:
+        return dict  # a whole backend as an inline table: {type = "gradio", base_url = "…"}
+    if parts[0] == "backends" and len(parts) == 3:
+        table = _walk(document, parts[:2]) or {}
+        current = settings.backends.get(parts[1])
+        kind = table.get("type") or (current.type if current else None)
+        if parts[2] == "type":
+            return str
+        model = _BACKEND_MODELS.get(str(kind))
+        if model is None:
+            raise SettingsError(
+                f"{key}: set backends.{parts[1]}.type (\"gradio\" or \"openai\") first", key=key
+            )
+        parts = parts[2:]
+    elif len(parts) == 2 and parts[0] in Settings.model_fields and parts[0] != "backends":
+        model = Settings.model_fields[parts[0]].annotation
+        parts = parts[1:]
+    else:
+        raise SettingsError(f"{key}: unknown key{_hint(key, settings)}", key=key)
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    field = model.model_fields.get(parts[0])
+    if field is None:
+        raise SettingsError(f"{key}: unknown key{_hint(key, settings)}", key=key)
+    return field.annotation
+
+
+def convert_value(key: str, raw: str, document: Any, settings: Settings) -> Any:
+    """Text from chat/CLI → a TOML value of the field's type (``set persona.name 1999`` → "1999")."""
+    annotation = field_annotation(key, document, settings)
+    text = raw.strip()
+    if annotation is str or _is_str_literal(annotation):
+        parsed = _parse_toml_value(text)
+        return parsed if isinstance(parsed, str) else text
+    value = _parse_toml_value(text)
+    if value is None:
+        raise SettingsError(f"{key}: expected {_type_name(annotation)}, got {text[:60]!r}", key=key)
+    return value
+
+
+def _parse_toml_value(text: str) -> Any:
+    """A single TOML value, or None. One key only: newlines cannot inject tables."""
+    try:
+        parsed = tomlkit.parse(f"v = {text}")
+    except TOMLKitError:
+        return None
+    if list(parsed.keys()) != ["v"]:
+        return None
+    value = parsed["v"]
+    return value.unwrap() if hasattr(value, "unwrap") else value
+
+
+def _is_str_literal(annotation: Any) -> bool:
+    return get_origin(annotation) is not None and all(
+        isinstance(arg, str) for arg in get_args(annotation)
+    )
+
+
+def _type_name(annotation: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+    if annotation in names:
+        return names[annotation]
+    if get_origin(annotation) is list:
+        return 'a list like ["a", "b"]'
+    return str(annotation).replace("typing.", "")
+
+
+def _hint(key: str, settings: Settings) -> str:
+    known = list(_all_keys(mask_tree(settings, "")))
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else " (see /llm2pic show)"
+
+
+def _all_keys(tree: Any, prefix: str = "") -> Iterator[str]:
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from _all_keys(value, f"{key}.")
+        else:
+            yield key
+
+
