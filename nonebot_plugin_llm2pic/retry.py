@@ -50,7 +50,7 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     """Delay before retry number ``attempt`` (0-based): the server's word, else jittered backoff."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-    base = min(INITIAL_RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY)
+    base = min(INITIAL_RETRY_DELAY * 2 ** min(attempt, 16), MAX_RETRY_DELAY)
     return base * (1 - JITTER * random.random())
 
 

@@ -110,7 +110,7 @@ def parse_json_body(body: bytes, content_type: str, opts: RequestOptions) -> Any
     except ValueError as err:
         raise UpstreamError(
             f"{opts.backend}: expected JSON, got {content_type or 'no content type'}: "
-            f"{_excerpt(body)}",
+            f"{safe_excerpt(body)}",
             backend=opts.backend,
             user_message=f"绘图服务 {opts.backend} 返回了无法解析的结果",
         ) from err
@@ -133,6 +133,13 @@ async def open_response(
     ``ContentPolicyError`` or ``BackendStatusError`` with the server's ``Retry-After``. A
     ``Content-Length`` above ``opts.max_bytes`` fails before any of the body is read.
     """
+    if not _is_http_url(url):
+        # A malformed or non-http(s) URL is a config problem: retrying cannot fix it.
+        raise BackendUnavailableError(
+            f"{opts.backend}: invalid URL {url[:100]!r}",
+            backend=opts.backend,
+            user_message=f"绘图服务 {opts.backend} 的地址无效",
+        )
     timeout = aiohttp.ClientTimeout(
         total=opts.timeout, connect=opts.connect_timeout, sock_read=opts.read_timeout
     )
@@ -205,7 +212,7 @@ async def download(
     Pass options without the backend's Authorization header: the URL may point anywhere.
     """
     for _ in range(MAX_REDIRECTS + 1):
-        if URL(url).scheme not in _HTTP_SCHEMES:
+        if not _is_http_url(url):
             raise UpstreamError(
                 f"{opts.backend}: refusing to download non-http(s) URL {url[:100]!r}",
                 backend=opts.backend,
@@ -247,9 +254,9 @@ def status_error(
 ) -> BackendStatusError:
     """The typed error for an HTTP error status, from the (already read) body and headers."""
     code, message = _error_fields(body)
-    excerpt = _excerpt(message.encode() if message else body)
+    excerpt = safe_excerpt(message.encode() if message else body)
     text = f"{backend}: HTTP {status}" + (f" {code}" if code else "") + f": {excerpt}"
-    if status < 500 and (code in CONTENT_POLICY_CODES or _CONTENT_POLICY_TEXT.search(message)):
+    if status < 500 and is_content_policy(code, message):
         return ContentPolicyError(
             text,
             backend=backend,
@@ -278,6 +285,11 @@ def status_error(
     return error
 
 
+def is_content_policy(code: str, message: str) -> bool:
+    """Whether an error code or message says the upstream refused the prompt's content."""
+    return code in CONTENT_POLICY_CODES or bool(_CONTENT_POLICY_TEXT.search(message))
+
+
 def _error_fields(body: bytes) -> tuple[str, str]:
     """``(code, message)`` from an OpenAI-style error body; the raw text when it is not JSON."""
     try:
@@ -292,7 +304,7 @@ def _error_fields(body: bytes) -> tuple[str, str]:
     return "", body.decode("utf-8", "replace")
 
 
-def _excerpt(body: bytes) -> str:
+def safe_excerpt(body: bytes) -> str:
     """A short, log-safe excerpt: no key-like tokens, no long base64 runs."""
     text = body[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", "replace")
     text = _SECRET_LIKE.sub(lambda m: f"{m.group(1)}-****", text)
@@ -312,6 +324,14 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(pieces)[:limit]
 
 
+def _is_http_url(url: str) -> bool:
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return False
+    return parsed.scheme in _HTTP_SCHEMES and bool(parsed.host)
+
+
 def _too_large(opts: RequestOptions) -> ResponseTooLargeError:
     return ResponseTooLargeError(
         f"{opts.backend}: response larger than {opts.max_bytes} bytes",
@@ -328,13 +348,6 @@ def _translate(err: BaseException, opts: RequestOptions) -> BackendError:
             f"{name}: timed out ({type(err).__name__})",
             backend=name,
             user_message=f"绘图服务 {name} 超时",
-        )
-    if isinstance(err, aiohttp.InvalidURL):
-        # A malformed or non-http(s) URL is a config problem: retrying cannot fix it.
-        return BackendUnavailableError(
-            f"{name}: invalid URL: {err}",
-            backend=name,
-            user_message=f"绘图服务 {name} 的地址无效",
         )
     if isinstance(err, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         return StreamError(

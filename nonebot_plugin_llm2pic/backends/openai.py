@@ -1,0 +1,458 @@
+"""OpenAI-compatible image backend: Images API (generations / edits) or Chat Completions.
+
+Wire formats: ``reference/protocols.md`` §3 (Images, JSON and SSE) and §4 (chat answers carrying
+images: markdown data URLs, markdown or bare http(s) URLs, bare base64, content-part lists,
+OpenRouter ``message.images`` / ``delta.images``). Whether an answer is SSE or JSON is decided by
+its Content-Type, not by what we asked for: relays answer either way.
+
+Streamed chat content is accumulated and parsed once at the end, so a half-received base64 string
+is never decoded into a truncated picture (the RedInk bug, ``reference/maibot.md`` §2.4).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ..exceptions import (
+    BackendUnavailableError,
+    ContentPolicyError,
+    StreamError,
+    UpstreamError,
+)
+from ..settings import OpenAIBackendSettings, resolve_secret
+from ..sse import ServerSentEvent
+from ..transport import (
+    RequestOptions,
+    download,
+    is_content_policy,
+    iter_events,
+    open_response,
+    parse_json_body,
+    read_body,
+    request_json,
+    safe_excerpt,
+    with_retries,
+)
+from .base import Aspect, GeneratedImage, GenerationRequest
+
+ASPECT_SIZES: dict[Aspect, str] = {
+    "landscape": "1536x1024",
+    "portrait": "1024x1536",
+    "square": "1024x1024",
+}
+"""The GPT-image sizes an aspect hint maps to (only when a size is configured at all)."""
+
+DOWNLOAD_TIMEOUT = 60.0
+DOWNLOAD_IDLE_TIMEOUT = 30.0
+PROBE_TIMEOUT = 15.0
+
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?[^)]*\)")
+_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_-]+")
+_HTTP_URL = re.compile(r"https?://[^\s<>\"')\]]+")
+_BARE_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]{64,}={0,2}")
+_WHITESPACE = re.compile(r"\s+")
+_RETRYABLE_STREAM_CODES = frozenset({"server_error", "internal_error", "overloaded", "timeout"})
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"GIF87a", 0, "image/gif"),
+    (b"GIF89a", 0, "image/gif"),
+    (b"WEBP", 8, "image/webp"),
+)
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The MIME type of PNG/JPEG/GIF/WebP bytes by their magic numbers, else ``None``."""
+    for magic, offset, mime in _MAGIC:
+        if data.startswith(magic, offset) and (offset == 0 or data.startswith(b"RIFF")):
+            return mime
+    return None
+
+
+@dataclass
+class _ChatAnswer:
+    """What a chat answer (JSON or accumulated stream) said, before we look for the image."""
+
+    text: list[str] = field(default_factory=list)
+    image_urls: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    streamed: bool = False
+
+
+class OpenAIBackend:
+    """``[backends.NAME]`` with ``type = "openai"``."""
+
+    def __init__(
+        self, name: str, settings: OpenAIBackendSettings, session: aiohttp.ClientSession
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._session = session
+        self._base_url = settings.base_url.rstrip("/")
+
+    @property
+    def supports_references(self) -> bool:
+        """Images edits and chat image parts both take reference images."""
+        return self._settings.supports_references
+
+    async def generate(self, request: GenerationRequest) -> GeneratedImage:
+        """Draw one image (retries included), or raise a ``BackendError``."""
+        opts = self._options(self._settings.timeout)
+        if self._settings.mode == "chat":
+            payload = self._chat_payload(request)
+            url = f"{self._base_url}/chat/completions"
+
+            async def attempt() -> GeneratedImage:
+                async with open_response(self._session, "POST", url, opts, json=payload) as resp:
+                    return await self._chat_result(resp, opts)
+
+        elif request.references:
+            url = f"{self._base_url}/images/edits"
+
+            async def attempt() -> GeneratedImage:
+                # A FormData can be sent only once: build it again for every attempt.
+                form = self._edit_form(request)
+                async with open_response(self._session, "POST", url, opts, data=form) as resp:
+                    return await self._images_result(resp, opts)
+
+        else:
+            payload = self._images_payload(request)
+            url = f"{self._base_url}/images/generations"
+
+            async def attempt() -> GeneratedImage:
+                async with open_response(self._session, "POST", url, opts, json=payload) as resp:
+                    return await self._images_result(resp, opts)
+
+        return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
+
+    async def probe(self) -> str:
+        """GET ``/models`` with the key: reachability and auth, no generation."""
+        opts = self._options(PROBE_TIMEOUT)
+        answer = await request_json(self._session, "GET", f"{self._base_url}/models", opts)
+        models = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(models, list):
+            return "reachable, key accepted"
+        ids = {item.get("id") for item in models if isinstance(item, dict)}
+        listed = "listed" if self._settings.model in ids else "not listed"
+        return f"reachable, key accepted, {len(ids)} models ({self._settings.model} {listed})"
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _options(self, timeout: float) -> RequestOptions:
+        api_key = resolve_secret(self._settings.api_key)
+        if not api_key:
+            raise BackendUnavailableError(
+                f"{self.name}: api_key is empty",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 未配置 api_key",
+            )
+        accept = "text/event-stream" if self._settings.use_sse else "application/json"
+        return RequestOptions(
+            backend=self.name,
+            timeout=timeout,
+            # Without SSE nothing arrives until the image is done, so "idle" is the whole call.
+            read_timeout=timeout,
+            proxy=self._settings.proxy or None,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": accept},
+        )
+
+    def _size(self, request: GenerationRequest) -> str:
+        if self._settings.size and request.aspect is not None:
+            return ASPECT_SIZES[request.aspect]
+        return self._settings.size
+
+    def _images_payload(self, request: GenerationRequest) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self._settings.model, "prompt": request.prompt, "n": 1}
+        payload.update(self._optional_fields(request))
+        if self._settings.use_sse:
+            payload["stream"] = True  # never partial_images: every partial image is billed
+        return payload
+
+    def _optional_fields(self, request: GenerationRequest) -> dict[str, str]:
+        fields = {
+            "size": self._size(request),
+            "response_format": self._settings.response_format,
+            "quality": self._settings.quality,
+        }
+        return {key: value for key, value in fields.items() if value}
+
+    def _edit_form(self, request: GenerationRequest) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        form.add_field("model", self._settings.model)
+        form.add_field("prompt", request.prompt)
+        for key, value in self._optional_fields(request).items():
+            form.add_field(key, value)
+        if self._settings.use_sse:
+            form.add_field("stream", "true")
+        for index, reference in enumerate(request.references):
+            # The API rejects application/octet-stream parts: send the type the bytes really have.
+            mime = sniff_image(reference.data) or reference.mime
+            extension = mime.rpartition("/")[2].replace("jpeg", "jpg")
+            form.add_field(
+                "image[]", reference.data, filename=f"image{index}.{extension}", content_type=mime
+            )
+        return form
+
+    def _chat_payload(self, request: GenerationRequest) -> dict[str, Any]:
+        content: str | list[dict[str, Any]] = request.prompt
+        if request.references:
+            content = [{"type": "text", "text": request.prompt}]
+            for reference in request.references:
+                mime = sniff_image(reference.data) or reference.mime
+                encoded = base64.b64encode(reference.data).decode("ascii")
+                url = f"data:{mime};base64,{encoded}"
+                content.append({"type": "image_url", "image_url": {"url": url}})
+        payload: dict[str, Any] = {
+            "model": self._settings.model,
+            "messages": [{"role": "user", "content": content}],
+        }
+        size = self._size(request)
+        if size:
+            payload["size"] = size  # relays for image models read it; the ancestor never sent it
+        if self._settings.use_sse:
+            payload["stream"] = True
+        return payload
+
+    # -- images answers ---------------------------------------------------------------------
+
+    async def _images_result(
+        self, resp: aiohttp.ClientResponse, opts: RequestOptions
+    ) -> GeneratedImage:
+        if not _is_event_stream(resp):
+            answer = parse_json_body(await read_body(resp, opts), resp.content_type, opts)
+            self._raise_in_band_error(answer)
+            item = _first_item(answer)
+            if item is None:
+                raise self._upstream("the images answer has no data[0]")
+            return await self._image_from_item(item, opts)
+        async for payload in self._json_events(iter_events(resp, opts)):
+            # Dispatch on the JSON "type", not on "event:" (openai-python does the same).
+            kind = str(payload.get("type", ""))
+            if kind.endswith(".partial_image"):
+                continue
+            if kind.endswith(".completed") and payload.get("b64_json"):
+                return await self._image_from_item(payload, opts)
+            item = _first_item(payload)
+            if item is not None:
+                return await self._image_from_item(item, opts)  # relays: data[0] in a chunk
+        raise self._cut("the image stream ended before the image arrived")
+
+    async def _image_from_item(self, item: dict[str, Any], opts: RequestOptions) -> GeneratedImage:
+        encoded = item.get("b64_json")
+        if isinstance(encoded, str) and encoded:
+            return self._image(self._b64decode(encoded))
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return await self._image_from_url(url, opts)
+        raise self._upstream("the answer holds neither b64_json nor url")
+
+    # -- chat answers -----------------------------------------------------------------------
+
+    async def _chat_result(
+        self, resp: aiohttp.ClientResponse, opts: RequestOptions
+    ) -> GeneratedImage:
+        answer = _ChatAnswer()
+        if _is_event_stream(resp):
+            answer.streamed = True
+            async for chunk in self._json_events(iter_events(resp, opts)):
+                for choice in chunk.get("choices") or []:
+                    if isinstance(choice, dict):
+                        self._collect(answer, choice.get("delta"), choice.get("finish_reason"))
+        else:
+            body = parse_json_body(await read_body(resp, opts), resp.content_type, opts)
+            self._raise_in_band_error(body)
+            for choice in (body.get("choices") if isinstance(body, dict) else None) or []:
+                if isinstance(choice, dict):
+                    self._collect(answer, choice.get("message"), choice.get("finish_reason"))
+        return await self._image_from_chat(answer, opts)
+
+    def _collect(self, answer: _ChatAnswer, message: Any, finish_reason: Any) -> None:
+        """Add one message or delta to the answer; nothing is parsed until the answer is whole."""
+        if finish_reason:
+            answer.finish_reason = str(finish_reason)
+        if not isinstance(message, dict):
+            return
+        content = message.get("content")
+        if isinstance(content, str):
+            answer.text.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict):
+                    continue
+                if part.get("type") == "text" and isinstance(part.get("text"), str):
+                    answer.text.append(part["text"])
+                answer.image_urls += _image_url_of(part)
+        for image in message.get("images") or []:
+            answer.image_urls += _image_url_of(image)
+
+    async def _image_from_chat(self, answer: _ChatAnswer, opts: RequestOptions) -> GeneratedImage:
+        if answer.finish_reason == "content_filter":
+            raise ContentPolicyError(
+                f"{self.name}: finish_reason content_filter",
+                backend=self.name,
+                status=200,
+                user_message=f"绘图服务 {self.name} 拒绝了这个请求（内容审核未通过）",
+            )
+        if answer.finish_reason == "error":
+            error = UpstreamError(
+                f"{self.name}: finish_reason error",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 生成失败",
+            )
+            error.retryable = True  # OpenRouter: the provider dropped; another try may work
+            raise error
+        if answer.image_urls:
+            return await self._image_from_url(answer.image_urls[0], opts)
+        text = "".join(answer.text)
+        url = _url_in_text(text)
+        if url is not None:
+            return await self._image_from_url(url, opts)
+        stripped = text.strip()
+        if _BARE_BASE64.fullmatch(stripped):
+            return self._image(self._b64decode(stripped))
+        if answer.streamed and answer.finish_reason is None:
+            raise self._cut("the chat stream ended without an image or a finish_reason")
+        raise UpstreamError(
+            f"{self.name}: the model answered without an image: {safe_excerpt(text.encode())}",
+            backend=self.name,
+            user_message=f"绘图服务 {self.name} 没有返回图片",
+        )
+
+    # -- shared -----------------------------------------------------------------------------
+
+    async def _json_events(
+        self, events: AsyncIterator[ServerSentEvent]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The JSON objects of a stream's events, up to ``[DONE]``; in-band errors raise."""
+        async for event in events:
+            data = event.data.strip()
+            if data.startswith("[DONE]"):
+                return
+            try:
+                payload = json.loads(data)
+            except ValueError as err:
+                raise StreamError(
+                    f"{self.name}: malformed stream event: {safe_excerpt(data.encode())}",
+                    backend=self.name,
+                    user_message="生成中断，请稍后再试",
+                ) from err
+            if isinstance(payload, dict):
+                self._raise_in_band_error(payload)
+                yield payload
+
+    def _raise_in_band_error(self, payload: Any) -> None:
+        """An ``{"error": {...}}`` object inside a 200 answer or a stream becomes a typed error."""
+        if not isinstance(payload, dict) or not payload.get("error"):
+            return
+        error = payload["error"]
+        if isinstance(error, dict):
+            code = str(error.get("code") or error.get("type") or "")
+            message = str(error.get("message") or "")
+        else:
+            code, message = "", str(error)
+        excerpt = safe_excerpt(message.encode())
+        if is_content_policy(code, message):
+            raise ContentPolicyError(
+                f"{self.name}: refused in stream: {code}: {excerpt}",
+                backend=self.name,
+                status=400,
+                body=excerpt,
+                user_message=f"绘图服务 {self.name} 拒绝了这个请求（内容审核未通过）",
+            )
+        failure = UpstreamError(
+            f"{self.name}: error in answer: {code}: {excerpt}",
+            backend=self.name,
+            user_message=f"绘图服务 {self.name} 出错：{excerpt[:80] or code}",
+        )
+        failure.retryable = code in _RETRYABLE_STREAM_CODES or code.startswith(("5", "429"))
+        raise failure
+
+    async def _image_from_url(self, url: str, opts: RequestOptions) -> GeneratedImage:
+        if url.startswith("data:"):
+            header, _, encoded = url.partition(",")
+            if not header.endswith(";base64"):
+                raise self._upstream("a data URL that is not base64")
+            return self._image(self._b64decode(encoded))
+        # No Authorization header: the URL may point at any host.
+        download_opts = RequestOptions(
+            backend=self.name,
+            timeout=DOWNLOAD_TIMEOUT,
+            read_timeout=DOWNLOAD_IDLE_TIMEOUT,
+            proxy=opts.proxy,
+            max_bytes=opts.max_bytes,
+        )
+        data, _ = await download(self._session, url, download_opts)
+        return self._image(data)
+
+    def _b64decode(self, text: str) -> bytes:
+        if text.startswith("data:"):
+            text = text.partition(",")[2]  # xAI prefixes b64_json with a data URL header
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+        # Tolerate line breaks and missing padding, but nothing else.
+        compact = _WHITESPACE.sub("", text)
+        compact += "=" * (-len(compact) % 4)
+        try:
+            return base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise self._upstream("the image is not valid base64") from err
+
+    def _image(self, data: bytes) -> GeneratedImage:
+        mime = sniff_image(data)
+        if mime is None:
+            raise self._upstream(f"the bytes returned are not an image ({len(data)} bytes)")
+        return GeneratedImage(data=data, mime=mime, backend=self.name)
+
+    def _upstream(self, reason: str) -> UpstreamError:
+        return UpstreamError(
+            f"{self.name}: {reason}",
+            backend=self.name,
+            user_message=f"绘图服务 {self.name} 返回的图片无效",
+        )
+
+    def _cut(self, reason: str) -> StreamError:
+        return StreamError(
+            f"{self.name}: {reason}", backend=self.name, user_message="生成中断，请稍后再试"
+        )
+
+
+def _is_event_stream(resp: aiohttp.ClientResponse) -> bool:
+    return resp.content_type == "text/event-stream"
+
+
+def _first_item(answer: Any) -> dict[str, Any] | None:
+    """``answer["data"][0]`` of an images answer, if there is one."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return data[0]
+    return None
+
+
+def _image_url_of(part: Any) -> list[str]:
+    """The URL of an ``{"type": "image_url", "image_url": {"url": ...}}`` part, if it is one."""
+    if not isinstance(part, dict):
+        return []
+    image_url = part.get("image_url")
+    if isinstance(image_url, dict):
+        image_url = image_url.get("url")
+    return [image_url] if isinstance(image_url, str) and image_url else []
+
+
+def _url_in_text(text: str) -> str | None:
+    """The first image reference in chat text: markdown image, data URL, then bare http(s) URL."""
+    for pattern in (_MARKDOWN_IMAGE, _DATA_URL, _HTTP_URL):
+        match = pattern.search(text)
+        if match is not None:
+            return match.group(1) if pattern is _MARKDOWN_IMAGE else match.group(0)
+    return None
