@@ -284,6 +284,9 @@ def _assign(document: tomlkit.TOMLDocument, key: str, value: Any) -> None:
 def field_annotation(key: str, document: Any, settings: Settings) -> Any:
     """The type annotation of the field a dotted key names, or ``SettingsError`` if none."""
     parts = _split_key(key)
+    if len(parts) == 1 and parts[0] in Settings.model_fields:
+        raise SettingsError(f"{key}: is a section, name one of its keys (see /llm2pic show {key})",
+                            key=key)
     if parts[0] == "backends" and len(parts) == 2:
         return dict  # a whole backend as an inline table: {type = "gradio", base_url = "…"}
     if parts[0] == "backends" and len(parts) == 3:

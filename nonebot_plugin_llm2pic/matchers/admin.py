@@ -50,6 +50,7 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
     if not is_superuser:
         await matcher.finish()  # owners/admins may only switch their group: no effect, no reply
 
+    await asyncio.to_thread(store.refresh_if_changed)  # the CLI may have edited the file
     match verb:
         case "show":
             reply = await _run(store.show, rest)

@@ -1,0 +1,73 @@
+"""NoneBug set-up in the style of he0119's plugins: init kwargs, adapter, plugin loaded once.
+
+Every path the plugin writes (config, data, cache) lives in one temporary directory per run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import nonebot
+import pytest
+from nonebug import NONEBOT_INIT_KWARGS
+
+TEST_ROOT = Path(tempfile.mkdtemp(prefix="llm2pic-tests-"))
+CONFIG_PATH = TEST_ROOT / "config" / "llm2pic.toml"
+SUPERUSER_ID = "10000"
+
+
+INIT_KWARGS = {
+    "driver": "~fastapi",
+    "superusers": {SUPERUSER_ID},
+    "nickname": {"小画"},
+    "command_start": {"/"},
+    "log_level": "DEBUG",
+    "llm2pic_config": str(CONFIG_PATH),
+    "localstore_data_dir": str(TEST_ROOT / "data"),
+    "localstore_cache_dir": str(TEST_ROOT / "cache"),
+    "localstore_config_dir": str(TEST_ROOT / "config"),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Init NoneBot and load the plugin before test modules are collected.
+
+    Test modules import plugin modules at the top; had they been imported first, NoneBot's
+    loader would skip the package as "already imported" and the matchers would never register.
+    """
+    config.stash[NONEBOT_INIT_KWARGS] = INIT_KWARGS
+    nonebot.init(**INIT_KWARGS)
+    from nonebot.adapters.onebot.v11 import Adapter
+
+    nonebot.get_driver().register_adapter(Adapter)
+    assert nonebot.load_plugin("nonebot_plugin_llm2pic") is not None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nonebot_init() -> None:
+    """Replaces nonebug's: NoneBot is already initialised; only install its matcher provider."""
+    from nonebot.matcher import matchers
+    from nonebug.provider import NoneBugProvider
+
+    matchers.set_provider(NoneBugProvider)
+
+
+@pytest.fixture
+def config_file() -> Path:
+    """The live config file, restored to the packaged example after the test."""
+    from nonebot_plugin_llm2pic.settings_store import example_text
+    from nonebot_plugin_llm2pic.state import groups, store
+
+    CONFIG_PATH.write_text(example_text(), "utf-8")
+    store.reload()
+    yield CONFIG_PATH
+    CONFIG_PATH.write_text(example_text(), "utf-8")
+    store.reload()
+    for group in list(groups.disabled):
+        groups.set_enabled(group, True)
