@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from ..exceptions import (
     StreamError,
     UpstreamError,
 )
+from ..imaging import sniff_mime
 from ..settings import OpenAIBackendSettings, resolve_secret
 from ..sse import ServerSentEvent
 from ..transport import (
@@ -61,23 +61,6 @@ _BARE_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]{64,}={0,2}")
 _WHITESPACE = re.compile(r"\s+")
 _RETRYABLE_STREAM_CODES = frozenset({"server_error", "internal_error", "overloaded", "timeout"})
 
-_MAGIC: tuple[tuple[bytes, int, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg"),
-    (b"GIF87a", 0, "image/gif"),
-    (b"GIF89a", 0, "image/gif"),
-    (b"WEBP", 8, "image/webp"),
-)
-
-
-def sniff_image(data: bytes) -> str | None:
-    """The MIME type of PNG/JPEG/GIF/WebP bytes by their magic numbers, else ``None``."""
-    for magic, offset, mime in _MAGIC:
-        if data.startswith(magic, offset) and (offset == 0 or data.startswith(b"RIFF")):
-            return mime
-    return None
-
-
 @dataclass
 class _ChatAnswer:
     """What a chat answer (JSON or accumulated stream) said, before we look for the image."""
@@ -86,6 +69,7 @@ class _ChatAnswer:
     image_urls: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     streamed: bool = False
+    done: bool = False  # a stream's [DONE] arrived
 
 
 class OpenAIBackend:
@@ -195,7 +179,7 @@ class OpenAIBackend:
             form.add_field("stream", "true")
         for index, reference in enumerate(request.references):
             # The API rejects application/octet-stream parts: send the type the bytes really have.
-            mime = sniff_image(reference.data) or reference.mime
+            mime = sniff_mime(reference.data) or reference.mime
             extension = mime.rpartition("/")[2].replace("jpeg", "jpg")
             form.add_field(
                 "image[]", reference.data, filename=f"image{index}.{extension}", content_type=mime
@@ -207,7 +191,7 @@ class OpenAIBackend:
         if request.references:
             content = [{"type": "text", "text": request.prompt}]
             for reference in request.references:
-                mime = sniff_image(reference.data) or reference.mime
+                mime = sniff_mime(reference.data) or reference.mime
                 encoded = base64.b64encode(reference.data).decode("ascii")
                 url = f"data:{mime};base64,{encoded}"
                 content.append({"type": "image_url", "image_url": {"url": url}})
@@ -234,7 +218,10 @@ class OpenAIBackend:
             if item is None:
                 raise self._upstream("the images answer has no data[0]")
             return await self._image_from_item(item, opts)
-        async for payload in self._json_events(iter_events(resp, opts)):
+        async for event in iter_events(resp, opts):
+            payload = self._event_json(event)
+            if payload is None:
+                break
             # Dispatch on the JSON "type", not on "event:" (openai-python does the same).
             kind = str(payload.get("type", ""))
             if kind.endswith(".partial_image"):
@@ -263,7 +250,11 @@ class OpenAIBackend:
         answer = _ChatAnswer()
         if _is_event_stream(resp):
             answer.streamed = True
-            async for chunk in self._json_events(iter_events(resp, opts)):
+            async for event in iter_events(resp, opts):
+                chunk = self._event_json(event)
+                if chunk is None:
+                    answer.done = True
+                    break
                 for choice in chunk.get("choices") or []:
                     if isinstance(choice, dict):
                         self._collect(answer, choice.get("delta"), choice.get("finish_reason"))
@@ -295,6 +286,9 @@ class OpenAIBackend:
             answer.image_urls += _image_url_of(image)
 
     async def _image_from_chat(self, answer: _ChatAnswer, opts: RequestOptions) -> GeneratedImage:
+        if answer.streamed and not answer.done and answer.finish_reason is None:
+            # Ended without [DONE] or a finish_reason: whatever base64 we hold may be truncated.
+            raise self._cut("the chat stream ended before it finished")
         if answer.finish_reason == "content_filter":
             raise ContentPolicyError(
                 f"{self.name}: finish_reason content_filter",
@@ -319,8 +313,6 @@ class OpenAIBackend:
         stripped = text.strip()
         if _BARE_BASE64.fullmatch(stripped):
             return self._image(self._b64decode(stripped))
-        if answer.streamed and answer.finish_reason is None:
-            raise self._cut("the chat stream ended without an image or a finish_reason")
         raise UpstreamError(
             f"{self.name}: the model answered without an image: {safe_excerpt(text.encode())}",
             backend=self.name,
@@ -329,25 +321,19 @@ class OpenAIBackend:
 
     # -- shared -----------------------------------------------------------------------------
 
-    async def _json_events(
-        self, events: AsyncIterator[ServerSentEvent]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The JSON objects of a stream's events, up to ``[DONE]``; in-band errors raise."""
-        async for event in events:
-            data = event.data.strip()
-            if data.startswith("[DONE]"):
-                return
-            try:
-                payload = json.loads(data)
-            except ValueError as err:
-                raise StreamError(
-                    f"{self.name}: malformed stream event: {safe_excerpt(data.encode())}",
-                    backend=self.name,
-                    user_message="生成中断，请稍后再试",
-                ) from err
-            if isinstance(payload, dict):
-                self._raise_in_band_error(payload)
-                yield payload
+    def _event_json(self, event: ServerSentEvent) -> dict[str, Any] | None:
+        """The JSON object an event carries; ``None`` for ``[DONE]``; in-band errors raise."""
+        data = event.data.strip()
+        if data.startswith("[DONE]"):
+            return None
+        try:
+            payload = json.loads(data)
+        except ValueError as err:
+            raise self._cut(f"malformed stream event: {safe_excerpt(data.encode())}") from err
+        if not isinstance(payload, dict):
+            return {}
+        self._raise_in_band_error(payload)
+        return payload
 
     def _raise_in_band_error(self, payload: Any) -> None:
         """An ``{"error": {...}}`` object inside a 200 answer or a stream becomes a typed error."""
@@ -409,7 +395,7 @@ class OpenAIBackend:
             raise self._upstream("the image is not valid base64") from err
 
     def _image(self, data: bytes) -> GeneratedImage:
-        mime = sniff_image(data)
+        mime = sniff_mime(data)
         if mime is None:
             raise self._upstream(f"the bytes returned are not an image ({len(data)} bytes)")
         return GeneratedImage(data=data, mime=mime, backend=self.name)

@@ -59,12 +59,13 @@ class Recorded:
 
 
 @dataclass
-class Fault:
-    """An error answer served instead of the normal one (consumed in order)."""
+class Reply:
+    """A scripted answer (an error, or a custom 200 body) served before the normal ones, in order."""
 
     status: int = 500
     body: Any = field(default_factory=lambda: {"error": {"message": "boom", "type": "server_error"}})
     headers: dict[str, str] = field(default_factory=dict)
+    events: list[Any] | None = None  # when set: a 200 SSE stream of these data payloads
 
 
 class FakeOpenAI:
@@ -85,7 +86,7 @@ class FakeOpenAI:
         self.events: list[Any] | None = None  # SSE data payloads to send instead of the normal ones
         self.send_done = True
         self.cut_after: int | None = None  # close the connection after this many body bytes
-        self.faults: list[Fault] = []
+        self.replies: list[Reply] = []
         self.files: dict[str, tuple[bytes, str]] = {}
         self.requests: list[Recorded] = []
         self._server: TestServer | None = None
@@ -140,7 +141,7 @@ class FakeOpenAI:
         self.requests.append(recorded)
         return recorded
 
-    def _refusal(self, request: web.Request) -> web.Response | None:
+    async def _scripted(self, request: web.Request) -> web.StreamResponse | None:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(
                 {
@@ -153,14 +154,16 @@ class FakeOpenAI:
                 },
                 status=401,
             )
-        if self.faults:
-            fault = self.faults.pop(0)
-            body = fault.body if isinstance(fault.body, str) else json.dumps(fault.body)
+        if self.replies:
+            reply = self.replies.pop(0)
+            if reply.events is not None:
+                return await self._send_sse(request, reply.events)
+            body = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
             return web.Response(
-                status=fault.status,
+                status=reply.status,
                 text=body,
                 content_type="application/json",
-                headers=fault.headers,
+                headers=reply.headers,
             )
         return None
 
@@ -173,9 +176,9 @@ class FakeOpenAI:
 
     async def _images(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
         item = (
             {"url": self.url("/files/image.png"), "revised_prompt": None}
             if self.images_style == "url"
@@ -210,9 +213,9 @@ class FakeOpenAI:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
         content, images = self._chat_content()
         base = {"id": "chatcmpl-1", "created": _now(), "model": "fake-image"}
         if not self._wants_sse(recorded):
@@ -263,9 +266,9 @@ class FakeOpenAI:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
         model = {"id": "gpt-image-1", "object": "model", "created": 0, "owned_by": "openai"}
         return web.json_response({"object": "list", "data": [model]})
 
