@@ -114,17 +114,18 @@ class SSEDecoder:
             # A long line (a base64 image): cut the field name off the first piece so the value
             # is built by one join, instead of joining the line and then slicing the value.
             pieces[0] = first[colon + 2 if first[colon + 1] == " " else colon + 1 :]
-            return self._field(first[:colon], "".join(pieces))
+            self._field(first[:colon], "".join(pieces))
+            return None
         line = "".join(pieces) if len(pieces) > 1 else first
         if not line:
             return self._dispatch()
         colon = line.find(":")
-        if colon == 0:
-            return None  # a comment (keep-alive)
         if colon < 0:
-            return self._field(line, "")
-        value_start = colon + 2 if line.startswith(" ", colon + 1) else colon + 1
-        return self._field(line[:colon], line[value_start:])
+            self._field(line, "")
+        elif colon > 0:  # colon == 0 is a comment (keep-alive): ignored
+            value_start = colon + 2 if line.startswith(" ", colon + 1) else colon + 1
+            self._field(line[:colon], line[value_start:])
+        return None
 
     def _field(self, name: str, value: str) -> None:
         if name == "data":

@@ -20,12 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from ..exceptions import (
-    BackendUnavailableError,
-    ContentPolicyError,
-    StreamError,
-    UpstreamError,
-)
+from ..exceptions import BackendUnavailableError, ContentPolicyError, StreamError, UpstreamError
 from ..imaging import sniff_mime
 from ..settings import OpenAIBackendSettings, resolve_secret
 from ..sse import ServerSentEvent
@@ -92,29 +87,19 @@ class OpenAIBackend:
         """Draw one image (retries included), or raise a ``BackendError``."""
         opts = self._options(self._settings.timeout)
         if self._settings.mode == "chat":
-            payload = self._chat_payload(request)
-            url = f"{self._base_url}/chat/completions"
-
-            async def attempt() -> GeneratedImage:
-                async with open_response(self._session, "POST", url, opts, json=payload) as resp:
-                    return await self._chat_result(resp, opts)
-
+            url, read = f"{self._base_url}/chat/completions", self._chat_result
         elif request.references:
-            url = f"{self._base_url}/images/edits"
-
-            async def attempt() -> GeneratedImage:
-                # A FormData can be sent only once: build it again for every attempt.
-                form = self._edit_form(request)
-                async with open_response(self._session, "POST", url, opts, data=form) as resp:
-                    return await self._images_result(resp, opts)
-
+            url, read = f"{self._base_url}/images/edits", self._images_result
         else:
-            payload = self._images_payload(request)
-            url = f"{self._base_url}/images/generations"
+            url, read = f"{self._base_url}/images/generations", self._images_result
 
-            async def attempt() -> GeneratedImage:
-                async with open_response(self._session, "POST", url, opts, json=payload) as resp:
-                    return await self._images_result(resp, opts)
+        async def attempt() -> GeneratedImage:
+            # Built per attempt: an aiohttp FormData can be sent only once.
+            payload, form = self._body(request)
+            async with open_response(
+                self._session, "POST", url, opts, json=payload, data=form
+            ) as resp:
+                return await read(resp, opts)
 
         return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
 
@@ -148,6 +133,16 @@ class OpenAIBackend:
             proxy=self._settings.proxy or None,
             headers={"Authorization": f"Bearer {api_key}", "Accept": accept},
         )
+
+    def _body(
+        self, request: GenerationRequest
+    ) -> tuple[dict[str, Any] | None, aiohttp.FormData | None]:
+        """``(json, form)`` for the request: chat JSON, edits multipart or generations JSON."""
+        if self._settings.mode == "chat":
+            return self._chat_payload(request), None
+        if request.references:
+            return None, self._edit_form(request)
+        return self._images_payload(request), None
 
     def _size(self, request: GenerationRequest) -> str:
         if self._settings.size and request.aspect is not None:
