@@ -306,5 +306,7 @@ def aspect_hint(text: str) -> AspectHint | None:
     When several are named, the first one in the text wins.
     """
     text = _normalize(text)
-    hits = [(m.start(), kind) for kind, pattern in _ASPECTS if (m := pattern.search(text))]
+    hits: list[tuple[int, AspectHint]] = [
+        (m.start(), kind) for kind, pattern in _ASPECTS if (m := pattern.search(text))
+    ]
     return min(hits)[1] if hits else None

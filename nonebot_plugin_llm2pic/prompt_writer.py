@@ -1,0 +1,578 @@
+"""The prompt writer: request + recent chat + persona → one English image prompt (SPEC §4).
+
+One OpenAI-compatible chat call (``[llm]``) with a real system message and a user message holding
+the recent chat and the request. The answer is parsed tolerantly (``clean_output``): reasoning
+blocks, code fences, quotes, labels and JSON buried in prose are all handled.
+
+The user is waiting, so the writer never holds a job up for long and never fails it: when no LLM
+is configured, or the call errors, times out (``llm.timeout`` covers everything) or answers
+nothing usable, the request text itself becomes the prompt (for a selfie: ``persona.appearance``
+in a selfie template) and drawing goes on. There is at most one quick retry, and only for a
+dropped connection or a 5xx: a timeout has spent the budget already and a 429 asks for a wait
+the user should not sit through.
+
+No NoneBot imports: the CLI ``draw``/``check`` verbs use this module too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from .exceptions import (
+    BackendConnectionError,
+    BackendError,
+    BackendStatusError,
+    BackendTimeoutError,
+    Llm2PicError,
+    StreamError,
+    UpstreamError,
+)
+from .history import HistoryEntry
+from .settings import LlmSection, PromptStyle, Settings, resolve_secret
+from .transport import RequestOptions, iter_events, open_response, read_body, request_json
+
+logger = logging.getLogger("nonebot_plugin_llm2pic")
+
+Style = Literal["anime", "real"]
+
+LLM_BACKEND = "llm"
+"""Name of the prompt writer in errors and logs."""
+
+MAX_PROMPT_LENGTH = 1500
+"""Characters in a final prompt; the LLM is asked for far less, this stops a runaway answer."""
+
+MAX_HISTORY_LINE_CHARS = 200
+"""A long chat message is cut to this in the LLM's context."""
+
+MAX_LLM_RESPONSE_BYTES = 4 * 1024 * 1024
+"""A text answer (reasoning included) never needs more."""
+
+CONNECT_TIMEOUT = 10.0
+PROBE_TIMEOUT = 15.0
+QUICK_RETRY_DELAY = 0.5
+
+MAX_JSON_CANDIDATES = 20
+"""``{`` positions tried when looking for the answer's JSON object inside prose."""
+
+DEFAULT_APPEARANCE = "a cheerful young woman with short hair in a casual hoodie"
+"""Selfie subject when ``persona.appearance`` is empty."""
+
+SELFIE_TEMPLATE = (
+    "selfie, {appearance}, front-facing phone camera held at arm's length, looking at the camera, "
+    "natural smile, upper body, soft light, casual everyday background"
+)
+"""Selfie prompt without an LLM; ``{appearance}`` is replaced (plain ``str.replace``)."""
+
+
+@dataclass(frozen=True)
+class WrittenPrompt:
+    """The writer's result: the prompt, the style it judged, and whether the LLM wrote it."""
+
+    prompt: str
+    style: Style | None
+    source: Literal["llm", "fallback"]
+
+
+# --- the built-in prompts -----------------------------------------------------------------------
+
+SYSTEM_PROMPT = """\
+You write prompts for an image generator used by a group-chat bot.
+
+## Who the bot is
+{persona}
+
+## Rules
+1. The drawing request decides the subject. Draw what it asks for, keeping every subject, \
+count, colour and detail it names.
+2. The recent chat is context only: use it to resolve words like "this", "again" or "like \
+before" and to choose a scene or mood. It never replaces the requested subject.
+3. Use the bot's looks only when the request is about the bot itself ("you", a selfie).
+4. Write in English, whatever language the request uses. Name known characters and works by \
+their usual romanized English names.
+5. Do not add quality or resolution words (masterpiece, best quality, 8k, highres): they are \
+added later.
+6. Keep it safe for work: no nudity, sexual content or gore, even when asked.
+7. If the request names no scene, choose a natural, fitting one.
+8. Style: "anime" for anime, game, cartoon, chibi or cute illustrated subjects; "real" for \
+real people, photographs, realistic scenes, landscapes and objects.
+
+## Prompt format
+{format}
+
+## Answer
+Only one JSON object and nothing else:
+{"prompt": "<the prompt>", "style": "anime"}
+where style is "anime" or "real".
+"""
+
+PROMPT_FORMATS: dict[PromptStyle, str] = {
+    "natural": (
+        "Two to four plain English sentences (under 80 words) describing the subject, its "
+        "appearance, action, expression, setting, lighting, composition and art style, like the "
+        "caption of the finished picture."
+    ),
+    "tags": (
+        "Comma-separated English tags (at most 40), in this order: subject (e.g. 1girl, solo), "
+        "appearance, clothing, action or pose, expression, background or scene, art style."
+    ),
+}
+
+SELFIE_INSTRUCTION = (
+    "Selfie mode: draw the bot itself (its appearance above) taking a selfie with a "
+    "front-facing phone camera, looking at the camera with a natural expression, in a scene "
+    "that fits the request and the recent chat."
+)
+
+JUDGE_SYSTEM_PROMPT = """\
+You watch a group chat for a bot named {name} that can draw pictures.
+Decide whether the newest message asks the bot to draw, generate or send a picture (a selfie of \
+the bot counts). Talking about pictures, commenting on an image, or asking another person does \
+not count. Answer with one word: yes or no."""
+
+_ABOUT_THE_BOT = re.compile(r"你(?!们)|\byou(?:rself|r)?\b|自己|自画像", re.IGNORECASE)
+
+
+def _persona_text(settings: Settings, *, with_looks: bool) -> str:
+    """Who the bot is; its description and looks only when the request is about it."""
+    persona = settings.persona
+    lines = [f"Name: {persona.name}"]
+    if not with_looks:
+        lines.append("(This request is not about the bot: do not draw the bot.)")
+        return "\n".join(lines)
+    if persona.description.strip():
+        lines.append(f"Personality: {persona.description.strip()}")
+    appearance = persona.appearance.strip() or "not given; choose a friendly, consistent look"
+    lines.append(f"Appearance: {appearance}")
+    return "\n".join(lines)
+
+
+def _system_prompt(settings: Settings, prompt_style: PromptStyle, persona: str) -> str:
+    # str.replace, never str.format: persona text and custom prompts may contain braces.
+    template = settings.llm.system_prompt.strip()
+    if not template:
+        template = SYSTEM_PROMPT.replace("{format}", PROMPT_FORMATS[prompt_style])
+    return template.replace("{persona}", persona)
+
+
+def _chat_lines(settings: Settings, history: Sequence[HistoryEntry]) -> list[str]:
+    bot_name = f"{settings.persona.name} (the bot)"
+    lines = []
+    for entry in history:
+        text = " ".join(entry.text.split())
+        if len(text) > MAX_HISTORY_LINE_CHARS:
+            text = text[: MAX_HISTORY_LINE_CHARS - 1] + "…"
+        lines.append(f"{bot_name if entry.is_bot else entry.sender}: {text}")
+    return lines
+
+
+def _build_messages(
+    settings: Settings,
+    request_text: str,
+    history: Sequence[HistoryEntry],
+    *,
+    selfie: bool,
+    prompt_style: PromptStyle,
+) -> list[dict[str, str]]:
+    request = request_text.strip()
+    # The request is usually also the newest chat line; show it once, as the request.
+    if history and not history[-1].is_bot and history[-1].text.strip() == request:
+        history = history[:-1]
+    name = settings.persona.name.strip()
+    about_bot = selfie or bool(_ABOUT_THE_BOT.search(request)) or bool(name and name in request)
+    persona = _persona_text(settings, with_looks=about_bot)
+    chat = "\n".join(_chat_lines(settings, history)) or "(no recent messages)"
+    parts = [
+        "## Recent chat (oldest first; context only)",
+        chat,
+        "",
+        "## Drawing request (this decides the subject)",
+        request,
+    ]
+    if selfie:
+        parts += ["", SELFIE_INSTRUCTION]
+    parts += ["", "Answer with the JSON object only."]
+    return [
+        {"role": "system", "content": _system_prompt(settings, prompt_style, persona)},
+        {"role": "user", "content": "\n".join(parts)},
+    ]
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+async def write_prompt(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    request_text: str,
+    history: Sequence[HistoryEntry],
+    *,
+    selfie: bool,
+    prompt_style: PromptStyle,
+) -> WrittenPrompt:
+    """Turn a request into an English prompt; falls back instead of raising on LLM trouble."""
+    llm = settings.llm
+    if not llm.configured:
+        logger.debug("prompt writer: no [llm] configured, using the fallback prompt")
+        return _fallback(settings, request_text, selfie=selfie)
+    messages = _build_messages(
+        settings, request_text, history, selfie=selfie, prompt_style=prompt_style
+    )
+    try:
+        raw = await _complete(session, llm, messages, temperature=llm.temperature)
+    except Llm2PicError as err:
+        logger.warning("prompt writer failed (%s); using the fallback prompt", err)
+        return _fallback(settings, request_text, selfie=selfie)
+    prompt, style = clean_output(raw)
+    if not prompt:
+        logger.warning("prompt writer gave no usable prompt; using the fallback prompt")
+        return _fallback(settings, request_text, selfie=selfie)
+    return WrittenPrompt(prompt, style, "llm")
+
+
+async def judge_intent(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    text: str,
+    history: Sequence[HistoryEntry],
+) -> bool:
+    """Ask the LLM whether an ambiguous message really wants a picture; False on any doubt."""
+    llm = settings.llm
+    if not llm.configured:
+        return False
+    chat = "\n".join(_chat_lines(settings, history)) or "(no recent messages)"
+    messages = [
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT.replace("{name}", settings.persona.name)},
+        {
+            "role": "user",
+            "content": f"## Recent chat\n{chat}\n\n## Newest message\n{text.strip()}\n\n"
+            "Does the newest message ask the bot for a picture? Answer yes or no.",
+        },
+    ]
+    try:
+        raw = await _complete(session, llm, messages, temperature=0)
+    except Llm2PicError as err:
+        logger.warning("intent judge failed (%s); not drawing", err)
+        return False
+    answer, _ = clean_output(raw)
+    return answer.lower().lstrip("*\"' ").startswith(("yes", "是", "true"))
+
+
+async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> str:
+    """For ``check``: reachability and auth of ``[llm]`` without a real generation.
+
+    GETs ``/models``; relays without that route (404/405) get a one-token chat instead. Returns a
+    short status line; raises the transport's typed errors when the LLM is unusable. An LLM that
+    is not configured is not an error (the request text is the prompt then).
+    """
+    llm = settings.llm
+    if not llm.configured:
+        missing = "model" if llm.base_url else "base_url"
+        return f"not configured ({missing} is empty): the request text is used as the prompt"
+    opts = _options(llm, PROBE_TIMEOUT)
+    try:
+        answer = await request_json(session, "GET", _endpoint(llm.base_url, "models"), opts)
+    except BackendStatusError as err:
+        if err.status not in (404, 405):
+            raise
+        await _chat(session, llm, [{"role": "user", "content": "Say ok."}], opts, max_tokens=1)
+        return f"reachable, key accepted (chat with {llm.model} answered)"
+    models = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(models, list):
+        return "reachable, key accepted"
+    ids = {item.get("id") for item in models if isinstance(item, dict)}
+    listed = "listed" if llm.model in ids else "not listed"
+    return f"reachable, key accepted, {len(ids)} models ({llm.model} {listed})"
+
+
+# --- output cleaning ----------------------------------------------------------------------------
+
+_THINK_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.IGNORECASE | re.DOTALL)
+_THINK_OPEN = re.compile(r"^\s*<(?:think|thinking|reasoning)>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.DOTALL)
+_LABEL = re.compile(
+    r"^\s*(?:\*\*|__)?\s*(?:(?:final|english|positive|image)\s+)?"
+    r"(?:prompt|提示词|英文提示词|正向提示词|绘图提示词)\s*(?:\*\*|__)?\s*[:\uff1a]\s*(?:\*\*|__)?\s*",
+    re.IGNORECASE,
+)
+_STYLE_LINE = re.compile(
+    r"^\s*(?:\*\*)?\s*(?:style|风格)\s*(?:\*\*)?\s*[:\uff1a]\s*(\w+)", re.IGNORECASE
+)
+_QUOTE_PAIRS = {
+    '"': '"',
+    "'": "'",
+    "`": "`",
+    "\u201c": "\u201d",
+    "\u2018": "\u2019",
+    "\u300c": "\u300d",
+}
+
+
+def clean_output(text: str) -> tuple[str, Style | None]:
+    """Parse an LLM answer into ``(prompt, style)``; ``("", None)`` when nothing usable is left.
+
+    Handles ``<think>`` blocks (also an orphan ``</think>`` or an unclosed leading ``<think>``),
+    code fences, a JSON object alone or inside prose (``{{…}}`` included), labels such as
+    ``Prompt:`` (or Chinese 提示词), surrounding quotes and plain text.
+    """
+    text = _THINK_BLOCK.sub("", text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:  # some models omit the opening tag: everything before the close is reasoning
+        text = text[closes[-1].end() :]
+    unclosed = _THINK_OPEN.match(text)
+    if unclosed:
+        # The answer never left its reasoning; only a JSON answer inside it can be trusted.
+        found = _find_answer_object(text[unclosed.end() :])
+        return _from_object(found) if found else ("", None)
+    fence = _FENCE.search(text)
+    if fence:
+        text = fence.group(1)
+    found = _find_answer_object(text)
+    if found:
+        return _from_object(found)
+    return _from_plain_text(text)
+
+
+def _find_answer_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object with a string ``prompt`` key, wherever it sits in the text."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    for _ in range(MAX_JSON_CANDIDATES):
+        if start < 0:
+            return None
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            fields = {str(key).lower(): item for key, item in value.items()}
+            if isinstance(fields.get("prompt"), str):
+                return fields
+        start = text.find("{", start + 1)
+    return None
+
+
+def _from_object(fields: dict[str, Any]) -> tuple[str, Style | None]:
+    return _tidy(fields["prompt"]), _style(fields.get("style"))
+
+
+def _from_plain_text(text: str) -> tuple[str, Style | None]:
+    style: Style | None = None
+    lines = []
+    for line in text.splitlines():
+        style_line = _STYLE_LINE.match(line)
+        if style_line:
+            style = _style(style_line.group(1))
+        elif line.strip():
+            lines.append(line)
+    # "Here is your prompt:" on a line of its own introduces the answer.
+    if (
+        len(lines) > 1
+        and lines[0].rstrip().endswith((":", "\uff1a"))
+        and not _LABEL.match(lines[0])
+    ):
+        lines = lines[1:]
+    return _tidy(" ".join(lines)), style
+
+
+def _tidy(prompt: str) -> str:
+    prompt = " ".join(prompt.split())
+    prompt = _LABEL.sub("", prompt, count=1)
+    for _ in range(2):  # quotes may be nested once: "'a cat'"
+        if len(prompt) >= 2 and _QUOTE_PAIRS.get(prompt[0]) == prompt[-1]:
+            prompt = prompt[1:-1].strip()
+    return prompt
+
+
+def _style(value: Any) -> Style | None:
+    style = str(value or "").strip().lower()
+    if style == "anime":
+        return "anime"
+    if style == "real":
+        return "real"
+    return None
+
+
+# --- final prompt -------------------------------------------------------------------------------
+
+
+def finalize_prompt(
+    prompt: str, custom_prompt_add: str, *, max_length: int = MAX_PROMPT_LENGTH
+) -> str:
+    """Append ``generation.custom_prompt_add``, de-duplicate and cap the prompt.
+
+    Both are split on commas, trimmed, and pieces already seen (case-insensitively) dropped,
+    keeping the first occurrence and the order. Natural sentences contain commas too; only exact
+    duplicate pieces go, which is harmless there. Over ``max_length`` the prompt is cut at the
+    last comma that fits, or hard when there is none.
+    """
+    seen: set[str] = set()
+    pieces: list[str] = []
+    for piece in re.split(r"[,\uff0c]", f"{prompt},{custom_prompt_add}"):
+        piece = piece.strip()
+        if piece and piece.casefold() not in seen:
+            seen.add(piece.casefold())
+            pieces.append(piece)
+    final = ", ".join(pieces)
+    if len(final) <= max_length:
+        return final
+    cut = final.rfind(", ", 0, max_length + 1)
+    return final[:cut] if cut > 0 else final[:max_length].rstrip()
+
+
+# --- fallback -----------------------------------------------------------------------------------
+
+
+def _fallback(settings: Settings, request_text: str, *, selfie: bool) -> WrittenPrompt:
+    """The request text as the prompt; for a selfie, the persona's looks in a selfie template."""
+    if selfie:
+        appearance = settings.persona.appearance.strip() or DEFAULT_APPEARANCE
+        return WrittenPrompt(SELFIE_TEMPLATE.replace("{appearance}", appearance), None, "fallback")
+    return WrittenPrompt(request_text.strip(), None, "fallback")
+
+
+# --- the chat call ------------------------------------------------------------------------------
+
+
+def _endpoint(base_url: str, path: str) -> str:
+    base = base_url.rstrip("/")
+    # Users often paste the full chat URL instead of the API base.
+    base = base.removesuffix("/chat/completions")
+    return f"{base}/{path}"
+
+
+def _options(llm: LlmSection, timeout: float) -> RequestOptions:
+    headers = {"Accept": "text/event-stream" if llm.stream else "application/json"}
+    api_key = resolve_secret(llm.api_key)
+    if api_key:  # local servers (Ollama, llama.cpp) need no key
+        headers["Authorization"] = f"Bearer {api_key}"
+    return RequestOptions(
+        backend=LLM_BACKEND,
+        timeout=timeout,
+        connect_timeout=min(CONNECT_TIMEOUT, timeout),
+        read_timeout=timeout,
+        proxy=llm.proxy or None,
+        max_bytes=MAX_LLM_RESPONSE_BYTES,
+        headers=headers,
+    )
+
+
+async def _complete(
+    session: aiohttp.ClientSession,
+    llm: LlmSection,
+    messages: list[dict[str, str]],
+    *,
+    temperature: float,
+) -> str:
+    """One chat completion within ``llm.timeout`` in total, with at most one quick retry."""
+    opts = _options(llm, llm.timeout)
+
+    async def attempts() -> str:
+        try:
+            return await _chat(session, llm, messages, opts, temperature=temperature)
+        except BackendError as err:
+            if not _worth_quick_retry(err):
+                raise
+            logger.info("prompt writer: %s; retrying once", err)
+            await asyncio.sleep(QUICK_RETRY_DELAY)
+            return await _chat(session, llm, messages, opts, temperature=temperature)
+
+    try:
+        return await asyncio.wait_for(attempts(), llm.timeout)
+    except asyncio.TimeoutError as err:
+        raise BackendTimeoutError(
+            f"{LLM_BACKEND}: no answer within {llm.timeout:g} s", backend=LLM_BACKEND
+        ) from err
+
+
+def _worth_quick_retry(err: BackendError) -> bool:
+    if isinstance(err, BackendStatusError):
+        return err.status >= 500
+    return isinstance(err, (BackendConnectionError, StreamError))
+
+
+async def _chat(
+    session: aiohttp.ClientSession,
+    llm: LlmSection,
+    messages: list[dict[str, str]],
+    opts: RequestOptions,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> str:
+    """POST ``/chat/completions`` once and return the answer text (streamed or not)."""
+    body: dict[str, Any] = {"model": llm.model, "messages": messages, "stream": llm.stream}
+    if temperature is not None:
+        body["temperature"] = temperature
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    url = _endpoint(llm.base_url, "chat/completions")
+    async with open_response(session, "POST", url, opts, json=body) as resp:
+        if llm.stream and resp.content_type == "text/event-stream":
+            return await _stream_text(resp, opts)
+        # Some relays ignore stream=true and answer with one JSON body.
+        raw = await read_body(resp, opts)
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise UpstreamError(f"{LLM_BACKEND}: answer is not JSON", backend=LLM_BACKEND) from err
+    return _message_text(data)
+
+
+async def _stream_text(resp: aiohttp.ClientResponse, opts: RequestOptions) -> str:
+    """Accumulate ``choices[0].delta.content`` until ``[DONE]`` or the end of the stream."""
+    parts: list[str] = []
+    async for event in iter_events(resp, opts):
+        if event.data.strip() == "[DONE]":
+            break
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            continue  # keep-alive or vendor noise; the content chunks are JSON
+        if not isinstance(chunk, dict):
+            continue
+        _raise_in_band_error(chunk)
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                parts.append(_content_text(delta.get("content")))
+    return "".join(parts)
+
+
+def _message_text(data: Any) -> str:
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{LLM_BACKEND}: unexpected answer", backend=LLM_BACKEND)
+    _raise_in_band_error(data)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamError(f"{LLM_BACKEND}: answer has no choices", backend=LLM_BACKEND)
+    message = choices[0].get("message")
+    return _content_text(message.get("content")) if isinstance(message, dict) else ""
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content-part list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text") or ""
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _raise_in_band_error(data: dict[str, Any]) -> None:
+    error = data.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UpstreamError(f"{LLM_BACKEND}: {str(message)[:200]}", backend=LLM_BACKEND)

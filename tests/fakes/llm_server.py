@@ -1,0 +1,124 @@
+"""A fake OpenAI-compatible chat LLM (aiohttp ``web`` on loopback) answering TEXT, for the writer.
+
+``POST /v1/chat/completions`` answers ``answer`` as one JSON body, or, when the request asks for
+``stream: true``, as ``chat.completion.chunk`` SSE events (``choices[0].delta.content``) ending
+with ``data: [DONE]`` (``reference/protocols.md`` §4.0). ``GET /v1/models`` lists ``models``.
+Tests set ``status``/``error_body`` for failures, ``delay`` for slow answers, and read the
+recorded ``bodies``/``headers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+class FakeLlm:
+    """Configure the attributes, enter it, point ``[llm].base_url`` at ``base_url``."""
+
+    def __init__(self, answer: str = '{"prompt": "a cat", "style": "anime"}') -> None:
+        self.answer = answer
+        self.status = 200
+        self.error_body = '{"error": {"message": "boom", "type": "server_error"}}'
+        self.delay = 0.0
+        self.chunk_chars = 4
+        """Characters of ``answer`` per streamed chunk (small: exercises accumulation)."""
+        self.ignore_stream = False
+        """Answer with one JSON body even when streaming was asked for (some relays do)."""
+        self.stream_error: str | None = None
+        """Send an in-band ``{"error": …}`` chunk after the first content chunk."""
+        self.models = ["test-model"]
+        self.models_status = 200
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self._server: TestServer | None = None
+
+    async def __aenter__(self) -> FakeLlm:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._server = TestServer(app, host="127.0.0.1", port=0)
+        await self._server.start_server()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        await self._server.close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("/v1"))
+
+    def _record(self, request: web.Request) -> None:
+        self.paths.append(request.path)
+        self.headers.append(dict(request.headers))
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if self.models_status != 200:
+            return web.Response(status=self.models_status, text=self.error_body)
+        data = [{"id": name, "object": "model", "owned_by": "fake"} for name in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        body = await request.json()
+        self.bodies.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.status != 200:
+            return web.Response(
+                status=self.status, text=self.error_body, content_type="application/json"
+            )
+        if body.get("stream") and not self.ignore_stream:
+            return await self._stream(request)
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": self.answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(payload: Any) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            await resp.write(f"data: {data}\n\n".encode())
+
+        await send(_chunk({"role": "assistant", "content": ""}))
+        pieces = [
+            self.answer[i : i + self.chunk_chars]
+            for i in range(0, len(self.answer), self.chunk_chars)
+        ]
+        for index, piece in enumerate(pieces):
+            await send(_chunk({"content": piece}))
+            if index == 0 and self.stream_error is not None:
+                await send({"error": {"message": self.stream_error, "type": "server_error"}})
+        await send(_chunk({}, finish_reason="stop"))
+        await send("[DONE]")
+        await resp.write_eof()
+        return resp
+
+
+def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
