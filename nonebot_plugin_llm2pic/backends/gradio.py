@@ -1,0 +1,431 @@
+"""Gradio backend: any Gradio app or Hugging Face Space through the simple ``/call`` API.
+
+Wire format: ``reference/protocols.md`` §1 (Gradio 4.x/5.x/6.x) and §2 (the Z-Image-Turbo Space,
+whose ``/generate`` layout is the default input template). One attempt is
+
+1. ``GET /config`` once per backend object: Gradio 5+ reports ``api_prefix`` ("/gradio_api"),
+   Gradio 4 serves everything at the root and reports none;
+2. ``POST {prefix}/upload`` for a reference image, when the template has an ``{image}`` slot;
+3. ``POST {prefix}/call/{api_name}`` → ``{"event_id"}``;
+4. one SSE ``GET {prefix}/call/{api_name}/{event_id}`` until ``complete`` or ``error``;
+5. the first image of the chosen output downloaded (capped, checked by its magic bytes).
+
+An ``error`` event fails at once with the upstream's text (ZeroGPU quota…) and is not retried
+(SPEC §5); the ancestor ignored it and waited for its timeout (``reference/maibot.md`` §1.13).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ..exceptions import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ReferencesUnsupportedError,
+    StreamError,
+    UpstreamError,
+)
+from ..imaging import sniff_mime
+from ..settings import GradioBackendSettings, resolve_secret
+from ..sse import ServerSentEvent
+from ..transport import (
+    MAX_RESPONSE_BYTES,
+    RequestOptions,
+    download,
+    iter_events,
+    open_response,
+    request_json,
+    safe_excerpt,
+    with_retries,
+)
+from .base import Aspect, GeneratedImage, GenerationRequest, ReferenceImage
+
+STREAM_IDLE_TIMEOUT = 60.0
+"""Real Spaces send a heartbeat every 15 s (``GRADIO_HEARTBEAT_INTERVAL``), also while queued."""
+
+PROBE_TIMEOUT = 15.0
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+"""Cap for the downloaded result image (a 2048² PNG is well below it)."""
+
+MAX_ERROR_CHARS = 200
+"""Upstream error text shown to the user is cut here (ZeroGPU messages fit)."""
+
+FILE_DATA_META = {"_type": "gradio.FileData"}
+"""Required on file inputs from Gradio 5.5 on (protocols.md §0.3)."""
+
+ZIMAGE_RESOLUTIONS: dict[int, tuple[str, ...]] = {
+    base: tuple(
+        f"{w}x{h} ( {ratio} )"
+        for ratio, (w, h) in zip(
+            ("1:1", "9:7", "7:9", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"),
+            sizes,
+            strict=True,
+        )
+    )
+    for base, sizes in {
+        1024: ((1024, 1024), (1152, 896), (896, 1152), (1152, 864), (864, 1152), (1248, 832),
+               (832, 1248), (1280, 720), (720, 1280), (1344, 576), (576, 1344)),
+        1280: ((1280, 1280), (1440, 1120), (1120, 1440), (1472, 1104), (1104, 1472), (1536, 1024),
+               (1024, 1536), (1536, 864), (864, 1536), (1680, 720), (720, 1680)),
+        1536: ((1536, 1536), (1728, 1344), (1344, 1728), (1728, 1296), (1296, 1728), (1872, 1248),
+               (1248, 1872), (2048, 1152), (1152, 2048), (2016, 864), (864, 2016)),
+    }.items()
+}  # fmt: skip
+"""The Z-Image-Turbo resolution dropdown, per family (protocols.md §2); the Space rejects others."""
+
+ASPECT_RATIOS: dict[Aspect, str] = {"square": "1:1", "landscape": "16:9", "portrait": "9:16"}
+"""The ratio an aspect hint picks within a Z-Image family when the configured one does not fit."""
+
+DEFAULT_INPUTS: tuple[Any, ...] = (
+    "{prompt}",
+    "{resolution}",
+    "{seed}",
+    "{steps}",
+    "{shift}",
+    "{random_seed}",
+    [],
+)
+"""Z-Image-Turbo ``/generate``: prompt, resolution, seed, steps, shift, random_seed, gallery."""
+
+PLACEHOLDERS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "resolution",
+    "width",
+    "height",
+    "steps",
+    "shift",
+    "random_seed",
+    "image",
+)
+
+_SIZE = re.compile(r"(\d+)\s*x\s*(\d+)")
+_HTML_TAG = re.compile(r"<[^>]+>")
+_HTTP_SCHEMES = ("http://", "https://")
+
+
+class GradioBackend:
+    """``[backends.NAME]`` with ``type = "gradio"``."""
+
+    def __init__(
+        self, name: str, settings: GradioBackendSettings, session: aiohttp.ClientSession
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._session = session
+        self._base_url = settings.base_url.rstrip("/")
+        self._api_prefix: str | None = None  # from /config, on first use
+
+    @property
+    def supports_references(self) -> bool:
+        """Only an input template with an ``{image}`` slot can take a reference image."""
+        return self._settings.supports_references
+
+    async def generate(self, request: GenerationRequest) -> GeneratedImage:
+        """Draw one image (retries included), or raise a ``BackendError``."""
+        if request.references and not self.supports_references:
+            raise ReferencesUnsupportedError(
+                f"{self.name}: the input template has no {{image}} slot",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 不支持参考图",
+            )
+        timeout = self._settings.timeout
+
+        async def attempt() -> GeneratedImage:
+            # One total budget for config + upload + call + stream + download, per attempt.
+            try:
+                return await asyncio.wait_for(self._attempt(request), timeout)
+            except asyncio.TimeoutError as err:
+                raise BackendTimeoutError(
+                    f"{self.name}: no result within {timeout:g} s",
+                    backend=self.name,
+                    user_message=f"绘图服务 {self.name} 超时",
+                ) from err
+
+        return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
+
+    async def probe(self) -> str:
+        """GET ``/config`` with the token: reachable, token accepted, endpoint present."""
+        config = await self._config(self._options(PROBE_TIMEOUT))
+        api_name = self._settings.api_name.strip("/")
+        names = {
+            str(dep.get("api_name") or "").strip("/")
+            for dep in config.get("dependencies") or []
+            if isinstance(dep, dict)
+        }
+        if api_name not in names:
+            raise BackendUnavailableError(
+                f"{self.name}: the app has no /{api_name} endpoint",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 没有 /{api_name} 接口",
+            )
+        version = config.get("version") or "?"
+        return f"gradio {version}, /{api_name} ({self._base_url}{self._api_prefix}/call/{api_name})"
+
+    async def _attempt(self, request: GenerationRequest) -> GeneratedImage:
+        opts = self._options(self._settings.timeout)
+        prefix = await self._prefix(opts)
+        values = self._values(request)
+        if request.references:
+            values["image"] = await self._upload(request.references[0], prefix, opts)
+        template = DEFAULT_INPUTS if self._settings.inputs is None else self._settings.inputs
+        data = [fill_template(item, values) for item in template]
+        call_url = f"{self._base_url}{prefix}/call/{self._settings.api_name.strip('/')}"
+        answer = await request_json(self._session, "POST", call_url, opts, json={"data": data})
+        event_id = answer.get("event_id") if isinstance(answer, dict) else None
+        if not isinstance(event_id, str) or not event_id:
+            excerpt = safe_excerpt(repr(answer).encode())
+            raise UpstreamError(
+                f"{self.name}: no event_id in the /call answer: {excerpt}",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 返回了无法解析的结果",
+            )
+        outputs = await self._stream_outputs(f"{call_url}/{event_id}", opts)
+        if self._settings.output_index >= len(outputs):
+            raise self._no_image(f"only {len(outputs)} outputs")
+        image_ref = find_image_ref(outputs[self._settings.output_index])
+        if image_ref is None:
+            raise self._no_image(f"output {self._settings.output_index} holds no image")
+        data_bytes, mime = await self._download(self._file_url(image_ref, prefix))
+        reported = find_seed(outputs, self._settings.output_index)
+        sent = values["seed"]
+        return GeneratedImage(
+            data=data_bytes,
+            mime=mime,
+            backend=self.name,
+            seed=reported if reported is not None else (sent if sent >= 0 else None),
+        )
+
+    async def _stream_outputs(self, url: str, opts: RequestOptions) -> list[Any]:
+        """Read the result stream until ``complete`` (its output list) or ``error`` (raised)."""
+        async with open_response(self._session, "GET", url, opts) as resp:
+            async for event in iter_events(resp, opts):
+                if event.event == "complete":
+                    try:
+                        outputs = event.json()
+                    except ValueError:
+                        outputs = None
+                    if not isinstance(outputs, list):
+                        raise self._no_image(f"complete data is not a list: {event.data[:100]!r}")
+                    return outputs
+                if event.event == "error":
+                    raise self._error_event(event)
+                # generating (intermediate outputs), heartbeat and anything new: keep waiting.
+        raise StreamError(
+            f"{self.name}: result stream ended without a complete event",
+            backend=self.name,
+            user_message="生成中断，请稍后再试",
+        )
+
+    def _error_event(self, event: ServerSentEvent) -> UpstreamError:
+        """Gradio < 6.13 sends ``data: null``; 6.13+ a payload dict; stream failures a string."""
+        try:
+            payload = event.json()
+        except ValueError:
+            payload = event.data  # not JSON: show it as it came
+        if isinstance(payload, dict):
+            payload = payload.get("error")
+        text = ""
+        if isinstance(payload, str):
+            text = " ".join(_HTML_TAG.sub("", payload).split())[:MAX_ERROR_CHARS]
+        if not text:
+            return UpstreamError(
+                f"{self.name}: error event without a message",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 报错（未给出原因）",
+            )
+        return UpstreamError(
+            f"{self.name}: error event: {text}",
+            backend=self.name,
+            user_message=f"绘图服务 {self.name} 报错：{text}",
+        )
+
+    async def _prefix(self, opts: RequestOptions) -> str:
+        if self._api_prefix is None:
+            await self._config(opts)
+        assert self._api_prefix is not None
+        return self._api_prefix
+
+    async def _config(self, opts: RequestOptions) -> dict[str, Any]:
+        """``GET /config`` (at the root in every version); remembers the API prefix."""
+        config = await request_json(self._session, "GET", f"{self._base_url}/config", opts)
+        if not isinstance(config, dict):
+            raise UpstreamError(
+                f"{self.name}: /config is not a JSON object",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 不是 Gradio 应用",
+            )
+        prefix = config.get("api_prefix")
+        self._api_prefix = prefix.rstrip("/") if isinstance(prefix, str) else ""
+        return config
+
+    async def _upload(
+        self, reference: ReferenceImage, prefix: str, opts: RequestOptions
+    ) -> dict[str, Any]:
+        """Upload one reference image; return the FileData that points at it."""
+        form = aiohttp.FormData()
+        extension = reference.mime.rpartition("/")[2] or "png"
+        form.add_field(
+            "files", reference.data, filename=f"reference.{extension}", content_type=reference.mime
+        )
+        url = f"{self._base_url}{prefix}/upload"
+        paths = await request_json(self._session, "POST", url, opts, data=form)
+        if not isinstance(paths, list) or not paths or not isinstance(paths[0], str):
+            raise UpstreamError(
+                f"{self.name}: unexpected /upload answer: {safe_excerpt(repr(paths).encode())}",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 上传参考图失败",
+            )
+        return {"path": paths[0], "orig_name": f"reference.{extension}", "meta": FILE_DATA_META}
+
+    def _file_url(self, ref: str | dict[str, Any], prefix: str) -> str:
+        """Where to GET an output file.
+
+        A server ``path`` is preferred over ``url``: Gradio 4.44's ``/call`` builds the ``url``
+        from the wrong root (``…/ca/file=…``, a 404), and ``base_url`` is what we can reach.
+        """
+        if isinstance(ref, dict):
+            path, url = ref.get("path"), ref.get("url")
+            if isinstance(path, str) and path and not path.startswith(_HTTP_SCHEMES):
+                return f"{self._base_url}{prefix}/file={path}"
+            ref = url if isinstance(url, str) and url else str(path or "")
+        if ref.startswith(_HTTP_SCHEMES):
+            return ref
+        if ref.startswith("/") and "/file=" in ref:
+            return str(URL(self._base_url + "/").join(URL(ref)))
+        return f"{self._base_url}{prefix}/file={ref}"
+
+    async def _download(self, url: str) -> tuple[bytes, str]:
+        """Fetch the image; the token goes only to the app itself, never to a foreign host."""
+        same_origin = URL(url).origin() == URL(self._base_url).origin()
+        opts = self._options(
+            self._settings.timeout, max_bytes=MAX_IMAGE_BYTES, with_token=same_origin
+        )
+        body, _content_type = await download(self._session, url, opts)
+        mime = sniff_mime(body)
+        if mime is None:
+            raise UpstreamError(
+                f"{self.name}: downloaded file is not an image: {safe_excerpt(body[:60])}",
+                backend=self.name,
+                user_message=f"绘图服务 {self.name} 返回的不是图片",
+            )
+        return body, mime
+
+    def _values(self, request: GenerationRequest) -> dict[str, Any]:
+        """The typed value of every placeholder except ``{image}`` (known only after upload)."""
+        settings = self._settings
+        resolution = resolution_for(settings.resolution, request.aspect)
+        size = _SIZE.search(resolution)
+        width, height = (int(size[1]), int(size[2])) if size else (0, 0)
+        return {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": settings.seed,
+            "resolution": resolution,
+            "width": width,
+            "height": height,
+            "steps": settings.steps,
+            "shift": settings.shift,
+            "random_seed": settings.seed == -1,
+            "image": None,
+        }
+
+    def _options(
+        self, timeout: float, *, max_bytes: int = MAX_RESPONSE_BYTES, with_token: bool = True
+    ) -> RequestOptions:
+        token = resolve_secret(self._settings.token) if with_token else ""
+        return RequestOptions(
+            backend=self.name,
+            timeout=timeout,
+            read_timeout=min(STREAM_IDLE_TIMEOUT, timeout),
+            proxy=self._settings.proxy or None,
+            max_bytes=max_bytes,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
+
+    def _no_image(self, detail: str) -> UpstreamError:
+        return UpstreamError(
+            f"{self.name}: no image in the result ({detail})",
+            backend=self.name,
+            user_message=f"绘图服务 {self.name} 没有返回图片",
+        )
+
+
+def fill_template(item: Any, values: dict[str, Any]) -> Any:
+    """One input item: ``"{seed}"`` alone takes the typed value, other strings are substituted."""
+    if not isinstance(item, str):
+        return item
+    for name in PLACEHOLDERS:
+        if item == f"{{{name}}}":
+            return values[name]
+    for name in PLACEHOLDERS:
+        token = f"{{{name}}}"
+        if token in item:
+            value = values[name]
+            if isinstance(value, dict):  # an uploaded image inside a longer string: its path
+                value = value["path"]
+            item = item.replace(token, "" if value is None else str(value))
+    return item
+
+
+def resolution_for(resolution: str, aspect: Aspect | None) -> str:
+    """The configured resolution, turned to fit an aspect hint.
+
+    A Z-Image string (or its bare ``WxH``) moves to the 1:1 / 16:9 / 9:16 entry of the same
+    family; any other size is swapped when its orientation is wrong (a square one stays).
+    """
+    size = _SIZE.search(resolution)
+    if aspect is None or size is None:
+        return resolution
+    width, height = int(size[1]), int(size[2])
+    if _orientation(width, height) == aspect:
+        return resolution
+    for family in ZIMAGE_RESOLUTIONS.values():
+        if any(entry.startswith(f"{width}x{height} ") for entry in family):
+            target = next(e for e in family if e.endswith(f"( {ASPECT_RATIOS[aspect]} )"))
+            return target if resolution in family else target.split(" ")[0]
+    if aspect == "square" or width == height:
+        return resolution
+    return _SIZE.sub(f"{height}x{width}", resolution, count=1)
+
+
+def find_image_ref(value: Any) -> str | dict[str, Any] | None:
+    """The first image in an output: FileData, gallery item, list of either, or a URL string."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, dict):
+        if "image" in value:  # a gallery item {"image": FileData, "caption": …}
+            return find_image_ref(value["image"])
+        if value.get("path") or value.get("url"):
+            return value
+        return None
+    if isinstance(value, list):
+        for item in value:
+            found = find_image_ref(item)
+            if found is not None:
+                return found
+    return None
+
+
+def find_seed(outputs: list[Any], image_index: int) -> int | None:
+    """The seed an app reports beside the image (Z-Image: ``"123"``, ``123``), if any."""
+    for index, value in enumerate(outputs):
+        if index == image_index or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    return None
+
+
+def _orientation(width: int, height: int) -> Aspect:
+    if width == height:
+        return "square"
+    return "landscape" if width > height else "portrait"
