@@ -32,6 +32,12 @@ class ImageError(Llm2PicError):
     user_message = "生成结果不是有效的图片"
 
 
+class ReferenceImageError(Llm2PicError):
+    """A reference image from chat could not be fetched, or is not an image."""
+
+    user_message = "参考图下载失败（可能已过期），请重新发送图片"
+
+
 class BackendError(Llm2PicError):
     """A backend failed. ``retryable`` and ``fallback`` steer the retry loop and routing."""
 

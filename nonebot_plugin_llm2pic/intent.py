@@ -179,11 +179,23 @@ _TRAILING_NOISE = re.compile(
 _EDGE_SEP = re.compile(rf"^[{_SEP}]+|[{_SEP}]+$")
 
 
-def detect_intent(text: str) -> Intent:
-    """Classify one group message: draw / selfie / negative / none, explicit or weak."""
+_EDIT = re.compile(
+    r"(?:画|改|变|转|换|弄|p|修)\s*成|风格化|上色|make\s+(?:it|this)|turn\s+(?:it|this)\s+into",
+    _F,
+)
+
+
+def detect_intent(text: str, *, has_image: bool = False) -> Intent:
+    """Classify one group message: draw / selfie / negative / none, explicit or weak.
+
+    ``has_image``: the message carries or replies to an image, so an edit instruction such as
+    "画成动漫风格" / "make it anime" is an explicit request with that image as reference.
+    """
     text = _normalize(text)
     if not text:
         return Intent("none", False, "")
+    if has_image and _first(_NEGATIVE, text) is None and _EDIT.search(text):
+        return Intent("draw", True, text)
     negative = _first(_NEGATIVE, text)
     selfie = _first(_SELFIE_EXPLICIT, text)
     draw, subject = _explicit_draw(text)

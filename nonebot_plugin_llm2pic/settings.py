@@ -94,7 +94,7 @@ class LimitsSection(_Section):
     quota_timezone: str = ""
     job_timeout: float = Field(300, gt=0)
     max_concurrency: int = Field(2, ge=1)
-    max_queue: int = Field(20, ge=0)
+    max_queue: int = Field(20, ge=1)
     superusers_exempt: bool = True
 
     @model_validator(mode="after")

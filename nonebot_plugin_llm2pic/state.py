@@ -1,16 +1,25 @@
 """The plugin's long-lived objects, created once when NoneBot loads the plugin.
 
 Paths come from localstore (or ``LLM2PIC_CONFIG``), so this module is imported only in plugin
-context, after ``require("nonebot_plugin_localstore")``.
+context, after ``require("nonebot_plugin_localstore")``. The HTTP session and the quota database
+open on driver startup and close on shutdown, after the running jobs are cancelled.
 """
 
 from __future__ import annotations
 
-from nonebot import get_plugin_config, logger
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from nonebot import get_driver, get_plugin_config, logger
 
 from .config import Config, data_dir, resolve_config_path
 from .group_switch import GroupSwitch
+from .history import History
+from .limits import JobQueue, QuotaStore, RateLimiter
+from .pipeline import Pipeline
 from .settings_store import SettingsStore
+from .transport import new_session
 
 plugin_config = get_plugin_config(Config)
 
@@ -22,3 +31,56 @@ else:
     logger.info(f"llm2pic: config {store.path}")
 
 groups = GroupSwitch(data_dir() / "disabled_groups.json")
+history = History()
+limiter = RateLimiter()
+quota = QuotaStore(data_dir() / "quota.sqlite3")
+queue = JobQueue()
+pipeline: Pipeline | None = None
+
+jobs: set[asyncio.Task[None]] = set()
+"""Background jobs in flight; shutdown cancels them."""
+run_inline = False
+"""Test seam: await each job inside its handler instead of in the background (nonebug checks
+the expected sends when its `test_matcher` block exits)."""
+
+driver = get_driver()
+
+
+@driver.on_startup
+async def _open() -> None:
+    global pipeline
+    await quota.open()
+    pipeline = Pipeline(new_session(), lambda: store.settings, queue)
+
+
+@driver.on_shutdown
+async def _close() -> None:
+    for task in list(jobs):
+        task.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    if pipeline is not None:
+        await pipeline.session.close()
+    await quota.close()
+
+
+def get_pipeline() -> Pipeline:
+    """The pipeline; it exists from driver startup on."""
+    if pipeline is None:
+        raise RuntimeError("llm2pic is not started yet")
+    return pipeline
+
+
+async def spawn(job: Coroutine[Any, Any, None]) -> None:
+    """Run a job in the background (tracked), or inline under the test seam."""
+    if run_inline:
+        await job
+        return
+    task = asyncio.create_task(job)
+    jobs.add(task)
+    task.add_done_callback(jobs.discard)
+
+
+async def wait_jobs() -> None:
+    """Wait until every background job has finished (CLI/tests)."""
+    while jobs:
+        await asyncio.gather(*list(jobs), return_exceptions=True)

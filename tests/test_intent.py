@@ -177,3 +177,21 @@ def test_intent_is_frozen() -> None:
 def test_aspect_hint(text: str, aspect: str | None) -> None:
     """Shape words and ratios map to square / landscape / portrait; the first one named wins."""
     assert aspect_hint(text) == aspect
+
+
+@pytest.mark.parametrize(
+    ("text", "has_image", "kind"),
+    [
+        ("画成动漫风格", True, "draw"),
+        ("把它改成油画", True, "draw"),
+        ("make it anime style", True, "draw"),
+        ("画成动漫风格", False, "none"),
+        ("别画成这样", True, "negative"),
+        ("这张图真好看", True, "none"),
+    ],
+)
+def test_edit_instruction_with_image(text, has_image, kind):
+    """An edit instruction is an explicit request only when an image comes with it."""
+    intent = detect_intent(text, has_image=has_image)
+    assert intent.kind == kind
+    assert intent.explicit == (kind != "none")

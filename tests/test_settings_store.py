@@ -71,7 +71,7 @@ def test_set_converts_to_field_type(store: SettingsStore, key, raw, expected):
         ("limits.user_cooldown_seconds", "soon", "expected a number"),
         ("plugin.show_prompt", "maybe", "true or false"),
         ("plugin.nonexistent", "1", "unknown key"),
-        ("limits.max_queue", "-1", "greater than or equal to 0"),
+        ("limits.max_queue", "0", "greater than or equal to 1"),
         ("routing.default", "ghost", "not an enabled backend"),
         ("generation.banned_words", '["a"]\n[evil]\nx = 1', "list"),
         ("backends.ghost.steps", "3", "type"),

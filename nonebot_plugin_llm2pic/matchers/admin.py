@@ -17,6 +17,7 @@ from nonebot.permission import SUPERUSER
 
 from ..exceptions import SettingsError
 from ..settings_store import is_secret_key
+from .. import state
 from ..state import groups, store
 
 USAGE = (
@@ -109,6 +110,13 @@ def _status() -> str:
     lines = [f"配置文件：{store.path}", f"关闭画图的群：{disabled}"]
     if store.last_error:
         lines.append(f"配置错误（正在使用上一次的有效配置）：{store.last_error}")
+    lines.append(f"排队中：{state.queue.waiting}，正在画：{state.queue.running}")
+    summary = state.pipeline.stats.summary() if state.pipeline else {}
+    for name, (ok, failed, median) in summary.items():
+        latency = f"，中位耗时 {median:.1f} 秒" if median is not None else ""
+        lines.append(f"后端 {name}：成功 {ok}，失败 {failed}{latency}")
+    if not summary:
+        lines.append("启动以来还没有画过图")
     return "\n".join(lines)
 
 

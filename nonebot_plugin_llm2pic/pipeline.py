@@ -1,0 +1,294 @@
+"""One drawing job: request → prompt writer → backend(s) → post-processing (SPEC §4).
+
+No NoneBot imports: the chat matchers and the CLI `draw` verb both run jobs through here.
+Routing follows SPEC §4: the style (or selfie) picks `routing.anime` / `routing.real`, else
+`routing.default`; on failure `routing.fallback` is tried in order, except after a content-policy
+refusal or when the user chose the backend with `-b`. `limits.job_timeout` bounds everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from .backends import (
+    Aspect,
+    GeneratedImage,
+    GenerationRequest,
+    ImageBackend,
+    ReferenceImage,
+    create_backend,
+)
+from .exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    JobTimeoutError,
+    ReferenceImageError,
+    ReferencesUnsupportedError,
+)
+from .history import HistoryEntry
+from .imaging import CropSpec, ProcessedImage, process_image_async, sniff_mime
+from .limits import JobQueue, Ticket
+from .prompt_writer import finalize_prompt, write_prompt
+from .settings import Settings
+from .transport import RequestOptions, download
+
+log = logging.getLogger("nonebot_plugin_llm2pic")
+
+LATENCY_SAMPLES = 200
+"""Latencies kept per backend for the median in `/llm2pic status`."""
+
+
+@dataclass(frozen=True)
+class DrawJob:
+    """What one request asks for, parsed at the edge (matcher or CLI)."""
+
+    text: str
+    selfie: bool = False
+    raw: bool = False
+    backend: str | None = None
+    references: tuple[ReferenceImage, ...] = ()
+    aspect: Aspect | None = None
+    history: tuple[HistoryEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class DrawResult:
+    """A finished job: the image ready to send and how it was made."""
+
+    image: ProcessedImage
+    prompt: str
+    backend: str
+    seed: int | None
+    timings: dict[str, float]
+
+
+@dataclass
+class _Counts:
+    ok: int = 0
+    failed: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+
+class BackendStats:
+    """Per-backend success/failure counts and latencies since start, for `status`."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, _Counts] = {}
+
+    def record(self, backend: str, *, ok: bool, seconds: float) -> None:
+        counts = self._counts.setdefault(backend, _Counts())
+        if ok:
+            counts.ok += 1
+            counts.latencies.append(seconds)
+        else:
+            counts.failed += 1
+
+    def summary(self) -> dict[str, tuple[int, int, float | None]]:
+        """``{backend: (ok, failed, median seconds of successes or None)}``."""
+        return {
+            name: (c.ok, c.failed, statistics.median(c.latencies) if c.latencies else None)
+            for name, c in sorted(self._counts.items())
+        }
+
+
+def primary_backend(settings: Settings, *, selfie: bool, style: str | None = None) -> str:
+    """The backend routing picks before any fallback (SPEC §2 `[routing]`)."""
+    routing = settings.routing
+    if selfie or style == "anime":
+        return routing.anime or routing.default
+    if style == "real":
+        return routing.real or routing.default
+    return routing.default
+
+
+class Pipeline:
+    """Runs jobs with one shared HTTP session, the job queue and the live settings."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Callable[[], Settings],
+        queue: JobQueue | None = None,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.queue = queue or JobQueue()
+        self.stats = BackendStats()
+        self._backends: dict[str, tuple[object, ImageBackend]] = {}
+
+    def backend(self, name: str) -> ImageBackend:
+        """The backend object for a name, rebuilt when its settings changed."""
+        backend_settings = self.settings().backends.get(name)
+        if backend_settings is None:
+            raise BackendUnavailableError(
+                f"no enabled backend named {name!r}", backend=name,
+                user_message=f"没有名为 {name} 的绘图后端",
+            )
+        cached = self._backends.get(name)
+        if cached is None or cached[0] is not backend_settings:
+            cached = (backend_settings, create_backend(name, backend_settings, self.session))
+            self._backends[name] = cached
+        return cached[1]
+
+    async def run(self, job: DrawJob, ticket: Ticket | None = None) -> DrawResult:
+        """Run one job within `limits.job_timeout`; raise an `Llm2PicError` on failure."""
+        settings = self.settings()
+        own_ticket = ticket is None
+        if ticket is None:
+            ticket = self.queue.accept(max_queue=settings.limits.max_queue)
+        try:
+            return await asyncio.wait_for(self._run(job, ticket, settings),
+                                          settings.limits.job_timeout)
+        except asyncio.TimeoutError:
+            raise JobTimeoutError(f"job exceeded {settings.limits.job_timeout:g}s") from None
+        finally:
+            if own_ticket:
+                ticket.close()
+
+    async def _run(self, job: DrawJob, ticket: Ticket, settings: Settings) -> DrawResult:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        prompt, style = await self._prompt(job, settings)
+        timings["prompt"] = time.perf_counter() - started
+
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=settings.generation.negative_prompt,
+            references=job.references,
+            aspect=job.aspect,
+        )
+        started = time.perf_counter()
+        candidates = self._candidates(job, settings, style)
+        for index, name in enumerate(candidates):
+            try:
+                image = await self._generate(name, request, ticket, settings)
+                break
+            except BackendError as err:
+                log.warning("backend %s failed: %s", name, err)
+                if job.backend or not err.fallback or index == len(candidates) - 1:
+                    raise
+        timings["generate"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        generation = settings.generation
+        crop = (CropSpec(generation.crop_position, generation.crop_pixels)
+                if generation.crop_enabled and generation.crop_pixels else None)
+        processed = await process_image_async(
+            image.data, crop=crop, max_bytes=settings.plugin.max_send_bytes
+        )
+        timings["process"] = time.perf_counter() - started
+        return DrawResult(processed, prompt, image.backend, image.seed, timings)
+
+    async def _prompt(self, job: DrawJob, settings: Settings) -> tuple[str, str | None]:
+        custom = settings.generation.custom_prompt_add
+        if job.raw:
+            return finalize_prompt(job.text, custom), None
+        style_of = settings.backends.get(
+            job.backend or primary_backend(settings, selfie=job.selfie)
+        )
+        written = await write_prompt(
+            self.session, settings, job.text, job.history, selfie=job.selfie,
+            prompt_style=style_of.prompt_style if style_of else "natural",
+        )
+        return finalize_prompt(written.prompt, custom), written.style
+
+    def _candidates(self, job: DrawJob, settings: Settings, style: str | None) -> list[str]:
+        """Backends to try in order; references skip those that cannot take them."""
+        if job.backend:
+            names = [job.backend]
+        else:
+            first = primary_backend(settings, selfie=job.selfie, style=style)
+            names = list(dict.fromkeys([first, *settings.routing.fallback]))
+        if not job.references:
+            return names
+        able = [n for n in names if n in settings.backends
+                and settings.backends[n].supports_references]
+        if not able:
+            raise ReferencesUnsupportedError(
+                f"none of {names} takes reference images", backend=names[0],
+                user_message=f"绘图服务 {names[0]} 不支持参考图，请只用文字描述",
+            )
+        return able
+
+    async def _generate(self, name: str, request: GenerationRequest, ticket: Ticket,
+                        settings: Settings) -> GeneratedImage:
+        """One backend, its own retries included, holding that backend's slot."""
+        backend = self.backend(name)
+        started = time.perf_counter()
+        try:
+            async with ticket.slot(name, max_concurrency=settings.limits.max_concurrency):
+                image = await backend.generate(request)
+        except BackendError:
+            self.stats.record(name, ok=False, seconds=time.perf_counter() - started)
+            raise
+        self.stats.record(name, ok=True, seconds=time.perf_counter() - started)
+        return image
+
+
+REFERENCE_MAX_BYTES = 20 * 1024 * 1024
+"""Largest reference image accepted from chat."""
+REFERENCE_TIMEOUT = 30.0
+MAX_REFERENCES = 4
+"""More reference images than this in one request are ignored (backends take few)."""
+
+
+async def fetch_references(
+    session: aiohttp.ClientSession, urls: Sequence[str], *, proxy: str = ""
+) -> tuple[ReferenceImage, ...]:
+    """Download reference images from chat (http(s) only, capped, image bytes only)."""
+    options = RequestOptions(backend="参考图", timeout=REFERENCE_TIMEOUT,
+                             read_timeout=REFERENCE_TIMEOUT, max_bytes=REFERENCE_MAX_BYTES,
+                             proxy=proxy or None)
+    references = []
+    for url in urls[:MAX_REFERENCES]:
+        try:
+            data, _ = await download(session, url, options)
+        except BackendError as err:
+            raise ReferenceImageError(f"reference download failed: {err}") from err
+        mime = sniff_mime(data)
+        if mime is None:
+            raise ReferenceImageError("reference is not an image",
+                                  user_message="参考图不是有效的图片，请换一张")
+        references.append(ReferenceImage(data=data, mime=mime))
+    return tuple(references)
+
+
+_saved_counter = itertools.count()
+
+
+def save_result(directory: Path, result: DrawResult, request_text: str) -> Path:
+    """Write the image and a JSON sidecar (request, prompt, backend, seed, timings).
+
+    File names come from the clock and a counter only, never from chat text, so nothing a
+    member sends can steer the path outside ``directory``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem = f"{stamp}-{os.getpid()}-{next(_saved_counter)}"
+    extension = result.image.mime.split("/")[-1].replace("jpeg", "jpg")
+    image_path = directory / f"{stem}.{extension}"
+    image_path.write_bytes(result.image.data)
+    sidecar = {
+        "request": request_text,
+        "prompt": result.prompt,
+        "backend": result.backend,
+        "seed": result.seed,
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "width": result.image.width,
+        "height": result.image.height,
+    }
+    (directory / f"{stem}.json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=2),
+                                            "utf-8")
+    return image_path
