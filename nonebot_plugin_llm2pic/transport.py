@@ -243,9 +243,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backen
             retry_after = err.retry_after if isinstance(err, BackendStatusError) else None
             delay = backoff_delay(attempt, retry_after)
             attempt += 1
-            logger.info(
-                "%s: %s; retry %d/%d in %.1f s", backend, err, attempt, retries, delay
-            )
+            logger.info("%s: %s; retry %d/%d in %.1f s", backend, err, attempt, retries, delay)
             await asyncio.sleep(delay)
 
 

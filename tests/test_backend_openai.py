@@ -14,6 +14,7 @@ from nonebot_plugin_llm2pic.backends.base import GenerationRequest, ReferenceIma
 from nonebot_plugin_llm2pic.backends.openai import OpenAIBackend
 from nonebot_plugin_llm2pic.exceptions import (
     BackendAuthError,
+    BackendStatusError,
     BackendUnavailableError,
     ContentPolicyError,
     StreamError,
@@ -39,8 +40,15 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-def make_backend(fake: FakeOpenAI, session: aiohttp.ClientSession, **settings: Any) -> OpenAIBackend:
-    values: dict[str, Any] = {"type": "openai", "base_url": fake.base_url, "api_key": "sk-test", "retries": 0}
+def make_backend(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, **settings: Any
+) -> OpenAIBackend:
+    values: dict[str, Any] = {
+        "type": "openai",
+        "base_url": fake.base_url,
+        "api_key": "sk-test",
+        "retries": 0,
+    }
     values.update(settings)
     return OpenAIBackend("oa", OpenAIBackendSettings(**values), session)
 
@@ -57,7 +65,12 @@ async def test_images_json_b64(fake: FakeOpenAI, session: aiohttp.ClientSession)
     (request,) = fake.requests
     assert request.path == "/v1/images/generations"
     assert request.headers["Authorization"] == "Bearer sk-test"
-    assert request.json == {"model": "gpt-image-1", "prompt": "a cat on a sofa", "n": 1, "size": "1024x1024"}
+    assert request.json == {
+        "model": "gpt-image-1",
+        "prompt": "a cat on a sofa",
+        "n": 1,
+        "size": "1024x1024",
+    }
 
 
 async def test_images_optional_fields(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
@@ -87,11 +100,15 @@ async def test_aspect_hint_maps_size(
     fake: FakeOpenAI, session: aiohttp.ClientSession, size: str, aspect: Any, sent: str | None
 ) -> None:
     """The aspect hint picks the nearest GPT-image size, only when a size is configured."""
-    await make_backend(fake, session, size=size).generate(GenerationRequest(prompt="x", aspect=aspect))
+    await make_backend(fake, session, size=size).generate(
+        GenerationRequest(prompt="x", aspect=aspect)
+    )
     assert fake.requests[0].json.get("size") == sent
 
 
-async def test_images_url_is_downloaded_without_key(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_images_url_is_downloaded_without_key(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """A url answer is downloaded, and the API key is not sent to the image host."""
     fake.images_style = "url"
     image = await make_backend(fake, session).generate(CAT)
@@ -101,8 +118,10 @@ async def test_images_url_is_downloaded_without_key(fake: FakeOpenAI, session: a
     assert "Authorization" not in download.headers
 
 
-async def test_images_sse_ignores_partial_images(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
-    """With use_sse the request asks stream=true (never partial_images); partial events are skipped."""
+async def test_images_sse_ignores_partial_images(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """use_sse asks stream=true (never partial_images); partial-image events are skipped."""
     fake.partial_images = 2
     image = await make_backend(fake, session, use_sse=True).generate(CAT)
     assert image.data == fake.image
@@ -129,7 +148,12 @@ async def test_images_sse_framings(
     style: Any,
 ) -> None:
     """Image streams decode whatever the chunking (inside base64), line ends and keep-alives."""
-    fake.chunk_size, fake.line_end, fake.keepalive, fake.stream_style = chunk_size, line_end, keepalive, style
+    fake.chunk_size, fake.line_end, fake.keepalive, fake.stream_style = (
+        chunk_size,
+        line_end,
+        keepalive,
+        style,
+    )
     image = await make_backend(fake, session, use_sse=True).generate(CAT)
     assert image.data == fake.image
 
@@ -145,7 +169,9 @@ async def test_answer_format_decided_by_content_type(
         assert image.data == fake.image
 
 
-async def test_images_stream_without_image_is_stream_error(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_images_stream_without_image_is_stream_error(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """A stream that ends with only partial images is a cut stream ("生成中断")."""
     fake.events = [{"type": "image_generation.partial_image", "b64_json": "AAAA"}]
     with pytest.raises(StreamError) as caught:
@@ -153,7 +179,9 @@ async def test_images_stream_without_image_is_stream_error(fake: FakeOpenAI, ses
     assert caught.value.user_message == "生成中断，请稍后再试"
 
 
-async def test_cut_stream_is_retried_then_fails(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_cut_stream_is_retried_then_fails(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """A connection cut mid-image is retried, then reported as StreamError."""
     fake.cut_after = 200
     fake.chunk_size = 50
@@ -162,12 +190,17 @@ async def test_cut_stream_is_retried_then_fails(fake: FakeOpenAI, session: aioht
     assert len(fake.requests) == 2
 
 
-async def test_edits_multipart_with_real_mime(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_edits_multipart_with_real_mime(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """References go to /images/edits as image[] parts with their real MIME type and filename."""
     png, jpeg = make_png(4, 4), make_jpeg()
     request = GenerationRequest(
         prompt="make it blue",
-        references=(ReferenceImage(png, "image/png"), ReferenceImage(jpeg, "application/octet-stream")),
+        references=(
+            ReferenceImage(png, "image/png"),
+            ReferenceImage(jpeg, "application/octet-stream"),
+        ),
     )
     image = await make_backend(fake, session).generate(request)
     assert image.data == fake.image
@@ -220,7 +253,9 @@ async def test_chat_request_shape(fake: FakeOpenAI, session: aiohttp.ClientSessi
     }
 
 
-async def test_chat_references_are_data_url_parts(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_chat_references_are_data_url_parts(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """References become image_url content parts holding data URLs with the real MIME type."""
     jpeg = make_jpeg()
     request = GenerationRequest(prompt="redraw", references=(ReferenceImage(jpeg, "image/*"),))
@@ -232,20 +267,33 @@ async def test_chat_references_are_data_url_parts(fake: FakeOpenAI, session: aio
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
 
 
 async def test_chat_stream_error_chunk(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     """An ``{"error": ...}`` chunk mid-stream is an UpstreamError with the upstream text."""
-    fake.events = [chunk({"content": ""}), {"error": {"message": "The server had an error", "type": "invalid_thing"}}]
+    fake.events = [
+        chunk({"content": ""}),
+        {"error": {"message": "The server had an error", "type": "invalid_thing"}},
+    ]
     with pytest.raises(UpstreamError, match="The server had an error"):
         await make_backend(fake, session, mode="chat", use_sse=True).generate(CAT)
 
 
-async def test_chat_stream_server_error_is_retried(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_chat_stream_server_error_is_retried(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """An in-stream server_error is retryable: the next attempt succeeds."""
-    fake.replies = [Reply(events=[{"error": {"message": "Provider disconnected", "code": "server_error"}}])]
+    fake.replies = [
+        Reply(events=[{"error": {"message": "Provider disconnected", "code": "server_error"}}])
+    ]
     image = await make_backend(fake, session, mode="chat", use_sse=True, retries=1).generate(CAT)
     assert image.data == fake.image
     assert len(fake.requests) == 2
@@ -253,13 +301,21 @@ async def test_chat_stream_server_error_is_retried(fake: FakeOpenAI, session: ai
 
 async def test_chat_finish_reason_error(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     """OpenRouter's finish_reason "error" with an error object is a typed, retryable error."""
-    fake.events = [chunk({"content": ""}, "error", error={"code": 502, "message": "Provider disconnected unexpectedly"})]
+    fake.events = [
+        chunk(
+            {"content": ""},
+            "error",
+            error={"code": 502, "message": "Provider disconnected unexpectedly"},
+        )
+    ]
     with pytest.raises(UpstreamError) as caught:
         await make_backend(fake, session, mode="chat", use_sse=True).generate(CAT)
     assert caught.value.retryable
 
 
-async def test_chat_finish_reason_error_without_error_object(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_chat_finish_reason_error_without_error_object(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """A bare finish_reason "error" is an UpstreamError too."""
     fake.events = [chunk({"content": "partial"}, "error")]
     with pytest.raises(UpstreamError):
@@ -269,7 +325,14 @@ async def test_chat_finish_reason_error_without_error_object(fake: FakeOpenAI, s
 @pytest.mark.parametrize(
     "events",
     [
-        [{"error": {"message": "Your request was rejected by the safety system.", "code": "moderation_blocked"}}],
+        [
+            {
+                "error": {
+                    "message": "Your request was rejected by the safety system.",
+                    "code": "moderation_blocked",
+                }
+            }
+        ],
         [chunk({"content": ""}, "content_filter")],
     ],
     ids=["error-chunk", "finish-content-filter"],
@@ -292,7 +355,9 @@ async def test_chat_without_image(fake: FakeOpenAI, session: aiohttp.ClientSessi
     assert caught.value.user_message == "绘图服务 oa 没有返回图片"
 
 
-async def test_chat_stream_ending_early_is_stream_error(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_chat_stream_ending_early_is_stream_error(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """A chat stream that stops with half a data URL and no finish is a cut stream, not an image."""
     half = f"![image](data:image/png;base64,{fake.b64[: len(fake.b64) // 2 // 4 * 4]}"
     fake.events = [chunk({"content": half})]
@@ -307,13 +372,34 @@ async def test_chat_stream_ending_early_is_stream_error(fake: FakeOpenAI, sessio
 @pytest.mark.parametrize(
     "body",
     [
-        {"error": {"message": "Your request was rejected by the safety system.", "type": "image_generation_user_error", "code": "moderation_blocked"}},
-        {"error": {"message": "Your request was rejected as a result of our safety system.", "type": "invalid_request_error", "code": "content_policy_violation"}},
-        {"error": {"message": "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed", "type": "invalid_request_error", "code": None}},
+        {
+            "error": {
+                "message": "Your request was rejected by the safety system.",
+                "type": "image_generation_user_error",
+                "code": "moderation_blocked",
+            }
+        },
+        {
+            "error": {
+                "message": "Your request was rejected as a result of our safety system.",
+                "type": "invalid_request_error",
+                "code": "content_policy_violation",
+            }
+        },
+        {
+            "error": {
+                "message": "Your request was rejected as a result of our safety system. "
+                "Your prompt may contain text that is not allowed",
+                "type": "invalid_request_error",
+                "code": None,
+            }
+        },
     ],
     ids=["moderation_blocked", "content_policy_violation", "message-only"],
 )
-async def test_content_policy_400(fake: FakeOpenAI, session: aiohttp.ClientSession, body: Any) -> None:
+async def test_content_policy_400(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, body: Any
+) -> None:
     """A 400 refusal is ContentPolicyError and is not retried."""
     fake.replies = [Reply(400, body)]
     with pytest.raises(ContentPolicyError):
@@ -329,7 +415,9 @@ async def test_wrong_key_is_auth_error(fake: FakeOpenAI, session: aiohttp.Client
     assert len(fake.requests) == 1
 
 
-async def test_empty_key_fails_before_any_request(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_empty_key_fails_before_any_request(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """No api_key: BackendUnavailableError naming the backend, and nothing is sent."""
     with pytest.raises(BackendUnavailableError) as caught:
         await make_backend(fake, session, api_key="").generate(CAT)
@@ -337,7 +425,9 @@ async def test_empty_key_fails_before_any_request(fake: FakeOpenAI, session: aio
     assert fake.requests == []
 
 
-async def test_env_key_is_resolved(fake: FakeOpenAI, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_env_key_is_resolved(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``api_key = "env:NAME"`` reads the key from the environment."""
     monkeypatch.setenv("LLM2PIC_TEST_KEY", "sk-test")
     await make_backend(fake, session, api_key="env:LLM2PIC_TEST_KEY").generate(CAT)
@@ -361,21 +451,27 @@ async def test_5xx_retried_then_success(fake: FakeOpenAI, session: aiohttp.Clien
     ],
     ids=["not-image", "garbage-base64", "empty"],
 )
-async def test_bad_image_payloads(fake: FakeOpenAI, session: aiohttp.ClientSession, b64: str, reason: str) -> None:
+async def test_bad_image_payloads(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, b64: str, reason: str
+) -> None:
     """Non-image bytes and broken base64 are clear UpstreamErrors, not crashes."""
     fake.replies = [Reply(200, {"created": 0, "data": [{"b64_json": b64}]})]
     with pytest.raises(UpstreamError, match=reason):
         await make_backend(fake, session).generate(CAT)
 
 
-async def test_b64_with_data_url_prefix_and_line_breaks(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_b64_with_data_url_prefix_and_line_breaks(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """xAI-style ``data:...;base64,`` prefixes and wrapped base64 lines are accepted."""
     wrapped = "\n".join(fake.b64[i : i + 60] for i in range(0, len(fake.b64), 60))
     fake.replies = [Reply(200, {"data": [{"b64_json": "data:image/png;base64," + wrapped}]})]
     assert (await make_backend(fake, session).generate(CAT)).data == fake.image
 
 
-async def test_downloaded_non_image_rejected(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_downloaded_non_image_rejected(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """A url answer pointing at an HTML page is rejected as not an image."""
     fake.files["page.html"] = (b"<html>login</html>", "text/html")
     fake.replies = [Reply(200, {"data": [{"url": fake.url("/files/page.html")}]})]
@@ -390,12 +486,15 @@ async def test_malformed_stream_event(fake: FakeOpenAI, session: aiohttp.ClientS
         await make_backend(fake, session, use_sse=True).generate(CAT)
 
 
-async def test_logs_and_errors_hold_no_base64(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+async def test_logs_and_errors_hold_no_base64(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     """An error quoting a huge base64 payload shows only a placeholder."""
     fake.replies = [Reply(400, json.dumps({"error": {"message": "bad image " + fake.b64 * 10}}))]
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(BackendStatusError) as caught:
         await make_backend(fake, session).generate(CAT)
     assert fake.b64[:60] not in str(caught.value)
+    assert "<base64>" in str(caught.value)
 
 
 # -- probe ---------------------------------------------------------------------------------

@@ -45,15 +45,28 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
 
 @pytest.mark.parametrize(
     ("status", "retryable"),
-    [(408, True), (409, True), (429, True), (500, True), (503, True), (599, True),
-     (400, False), (401, False), (403, False), (404, False), (422, False)],
+    [
+        (408, True),
+        (409, True),
+        (429, True),
+        (500, True),
+        (503, True),
+        (599, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (422, False),
+    ],
 )
 def test_retryable_statuses(status: int, retryable: bool) -> None:
     """408/409/429/5xx retry; other 4xx do not."""
     assert (status in RETRYABLE_STATUSES) is retryable
 
 
-@pytest.mark.parametrize(("attempt", "base"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)])
+@pytest.mark.parametrize(
+    ("attempt", "base"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]
+)
 def test_backoff_doubles_with_jitter(attempt: int, base: float) -> None:
     """Backoff is 0.5 s doubling to 8 s, minus at most 25 % jitter."""
     delays = [backoff_delay(attempt) for _ in range(200)]
@@ -61,7 +74,9 @@ def test_backoff_doubles_with_jitter(attempt: int, base: float) -> None:
     assert len(set(delays)) > 1
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [(3.0, 3.0), (0.0, 0.0), (500.0, MAX_RETRY_AFTER)])
+@pytest.mark.parametrize(
+    ("retry_after", "expected"), [(3.0, 3.0), (0.0, 0.0), (500.0, MAX_RETRY_AFTER)]
+)
 def test_backoff_honours_retry_after(retry_after: float, expected: float) -> None:
     """A server's Retry-After replaces the backoff, still capped."""
     assert backoff_delay(0, retry_after) == expected

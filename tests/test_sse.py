@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nonebot_plugin_llm2pic.sse import ServerSentEvent, SSEDecoder, aiter_sse
 
@@ -22,18 +24,31 @@ CASES = [
     ("spec stock ticker", b"data: YHOO\ndata: +2\ndata: 10\n\n", [E(data="YHOO\n+2\n10")]),
     (
         "spec comment and ids",
-        b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n\n",
+        b": test stream\n\ndata: first event\nid: 1\n\n"
+        b"data:second event\nid\n\ndata:  third event\n\n",
         [E(data="first event", id="1"), E(data="second event"), E(data=" third event")],
     ),
     ("spec empty data fields", b"data\n\ndata\ndata\n\ndata:", [E(data=""), E(data="\n")]),
     ("spec space optional", b"data:test\n\ndata: test\n\n", [E(data="test"), E(data="test")]),
     ("event type", b"event: add\ndata: 73857293\n\n", [E(event="add", data="73857293")]),
-    ("event type resets", b"event: a\ndata: 1\n\ndata: 2\n\n", [E(event="a", data="1"), E(data="2")]),
+    (
+        "event type resets",
+        b"event: a\ndata: 1\n\ndata: 2\n\n",
+        [E(event="a", data="1"), E(data="2")],
+    ),
     ("no data no dispatch", b"event: ping\n\nid: 7\n\n", []),
     ("id persists", b"id: 5\ndata: a\n\ndata: b\n\n", [E(data="a", id="5"), E(data="b", id="5")]),
-    ("id with NUL ignored", b"id: 1\ndata: a\n\nid: x\0y\ndata: b\n\n", [E(data="a", id="1"), E(data="b", id="1")]),
+    (
+        "id with NUL ignored",
+        b"id: 1\ndata: a\n\nid: x\0y\ndata: b\n\n",
+        [E(data="a", id="1"), E(data="b", id="1")],
+    ),
     ("retry digits", b"retry: 3000\ndata: a\n\n", [E(data="a", retry=3000)]),
-    ("retry not digits ignored", b"retry: 30s\ndata: a\n\nretry: +5\ndata: b\n\n", [E(data="a"), E(data="b")]),
+    (
+        "retry not digits ignored",
+        b"retry: 30s\ndata: a\n\nretry: +5\ndata: b\n\n",
+        [E(data="a"), E(data="b")],
+    ),
     ("unknown field ignored", b"foo: bar\ndata: a\n\n", [E(data="a")]),
     ("comments are keep-alives", b": OPENROUTER PROCESSING\n\n: x\ndata: a\n\n", [E(data="a")]),
     ("colon in value kept", b'data: {"a": "b:c"}\n\n', [E(data='{"a": "b:c"}')]),
@@ -45,7 +60,11 @@ CASES = [
     ("unterminated event dropped", b"data: a\n\ndata: b\n", [E(data="a")]),
     ("done marker is data", b"data: [DONE]\n\n", [E(data="[DONE]")]),
     ("invalid utf-8 replaced", b"data: a\xffb\n\n", [E(data="a\ufffdb")]),
-    ("unicode separators not line ends", "data: a\u2028b\x0bc\n\n".encode(), [E(data="a\u2028b\x0bc")]),
+    (
+        "unicode separators not line ends",
+        "data: a\u2028b\x0bc\n\n".encode(),
+        [E(data="a\u2028b\x0bc")],
+    ),
 ]
 
 
@@ -69,11 +88,31 @@ SAMPLE = (
 
 
 def test_every_two_way_split_decodes_identically() -> None:
-    """Splitting the sample at every byte offset (inside CRLF, BOM, UTF-8) never changes the events."""
+    """Splitting the sample at any byte (inside CRLF, BOM, UTF-8) never changes the events."""
     expected = decode(SAMPLE)
     assert len(expected) == 3
     for cut in range(len(SAMPLE) + 1):
         assert decode(SAMPLE[:cut], SAMPLE[cut:]) == expected, cut
+
+
+@given(
+    lines=st.lists(
+        st.sampled_from(
+            ["data: x", "data:é🐱", "event: e", "id: 1", ": c", "", "retry: 5", "data"]
+        ),
+        max_size=30,
+    ),
+    ends=st.lists(st.sampled_from(["\n", "\r", "\r\n"]), min_size=1),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_chunking_decodes_identically(
+    lines: list[str], ends: list[str], cuts: list[int]
+) -> None:
+    """Property: any mix of line ends and any chunking give the events of the whole stream."""
+    stream = "".join(line + ends[i % len(ends)] for i, line in enumerate(lines)).encode()
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    assert decode(*chunks) == decode(stream)
 
 
 def test_cr_at_chunk_end_then_lf_is_one_line_end() -> None:

@@ -30,7 +30,6 @@ from nonebot_plugin_llm2pic.transport import (
     iter_events,
     new_session,
     open_response,
-    read_body,
     request_json,
     with_retries,
 )
@@ -75,13 +74,17 @@ async def upstream() -> AsyncIterator[Upstream]:
     @routes.get("/rate-limited-once")
     async def rate_limited_once(request: web.Request) -> web.Response:
         if hit(request) == 1:
-            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0.2"})
+            return web.json_response(
+                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0.2"}
+            )
         return web.json_response({"ok": True})
 
     @routes.get("/unavailable-once")
     async def unavailable_once(request: web.Request) -> web.Response:
         if hit(request) == 1:
-            return web.Response(status=503, text="upstream overloaded", headers={"retry-after-ms": "10"})
+            return web.Response(
+                status=503, text="upstream overloaded", headers={"retry-after-ms": "10"}
+            )
         return web.json_response({"ok": True})
 
     @routes.get("/always-502")
@@ -92,19 +95,36 @@ async def upstream() -> AsyncIterator[Upstream]:
     @routes.get("/unauthorized")
     async def unauthorized(request: web.Request) -> web.Response:
         hit(request)
-        body = {"error": {"message": "Incorrect API key provided: sk-abcdefghijklmnopqrstuvwxyz", "code": "invalid_api_key"}}
+        body = {
+            "error": {
+                "message": "Incorrect API key provided: sk-abcdefghijklmnopqrstuvwxyz",
+                "code": "invalid_api_key",
+            }
+        }
         return web.json_response(body, status=401)
 
     @routes.get("/policy")
     async def policy(request: web.Request) -> web.Response:
         hit(request)
-        body = {"error": {"message": "Your request was rejected by the safety system.", "type": "image_generation_user_error", "code": "moderation_blocked"}}
+        body = {
+            "error": {
+                "message": "Your request was rejected by the safety system.",
+                "type": "image_generation_user_error",
+                "code": "moderation_blocked",
+            }
+        }
         return web.json_response(body, status=400)
 
     @routes.get("/quota")
     async def quota(request: web.Request) -> web.Response:
         hit(request)
-        body = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+        body = {
+            "error": {
+                "message": "You exceeded your current quota",
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+            }
+        }
         return web.json_response(body, status=429, headers={"Retry-After": "0"})
 
     @routes.get("/huge-error")
@@ -154,7 +174,7 @@ async def upstream() -> AsyncIterator[Upstream]:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        await resp.write(b"data: one\n\ndata: {\"b64_json\": \"iVBOR")
+        await resp.write(b'data: one\n\ndata: {"b64_json": "iVBOR')
         await asyncio.sleep(0.05)
         assert request.transport is not None
         request.transport.close()
@@ -200,12 +220,27 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
+async def stream_data(
+    session: aiohttp.ClientSession,
+    url: str,
+    options: RequestOptions,
+    received: list[str] | None = None,
+) -> None:
+    """Read ``url`` as SSE to the end, appending each event's data to ``received``."""
+    async with open_response(session, "GET", url, options) as resp:
+        async for event in iter_events(resp, options):
+            if received is not None:
+                received.append(event.data)
+
+
 async def test_request_json_ok(upstream: Upstream, session: aiohttp.ClientSession) -> None:
     """A 200 JSON answer is returned parsed."""
     assert await request_json(session, "GET", upstream.url("/json"), opts()) == {"ok": True}
 
 
-async def test_429_retry_after_is_honoured(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_429_retry_after_is_honoured(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A 429 with Retry-After 0.2 s is retried after about that long, then succeeds."""
     started = time.monotonic()
     result = await with_retries(
@@ -230,7 +265,9 @@ async def test_5xx_then_success(upstream: Upstream, session: aiohttp.ClientSessi
     assert upstream.hits["/unavailable-once"] == 2
 
 
-async def test_retries_exhausted_raise_last_error(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_retries_exhausted_raise_last_error(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """After ``retries`` retries the status error surfaces with its status and body."""
     with pytest.raises(BackendStatusError) as caught:
         await with_retries(
@@ -258,7 +295,9 @@ async def test_401_not_retried(upstream: Upstream, session: aiohttp.ClientSessio
     assert "invalid_api_key" in str(caught.value)
 
 
-async def test_content_policy_not_retried(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_content_policy_not_retried(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A moderation refusal is ContentPolicyError: no retry and no fallback."""
     with pytest.raises(ContentPolicyError) as caught:
         await with_retries(
@@ -270,7 +309,9 @@ async def test_content_policy_not_retried(upstream: Upstream, session: aiohttp.C
     assert caught.value.fallback is False
 
 
-async def test_insufficient_quota_not_retried(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_insufficient_quota_not_retried(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A 429 that means "out of credit" is not retried."""
     with pytest.raises(BackendStatusError) as caught:
         await with_retries(
@@ -282,7 +323,9 @@ async def test_insufficient_quota_not_retried(upstream: Upstream, session: aioht
     assert caught.value.retryable is False
 
 
-async def test_error_body_read_is_capped(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_error_body_read_is_capped(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A 500 with an endless body is reported after reading only a small part of it."""
     with pytest.raises(BackendStatusError) as caught:
         await request_json(session, "GET", upstream.url("/huge-error"), opts())
@@ -290,7 +333,9 @@ async def test_error_body_read_is_capped(upstream: Upstream, session: aiohttp.Cl
     assert upstream.sent < 16 * 1024 * 1024
 
 
-async def test_streamed_body_over_cap_rejected(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_streamed_body_over_cap_rejected(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A 100 MB body is rejected once it passes the cap, long before it is all sent."""
     with pytest.raises(ResponseTooLargeError):
         await request_json(session, "GET", upstream.url("/huge"), opts(max_bytes=1024 * 1024))
@@ -301,17 +346,19 @@ async def test_streamed_body_over_cap_rejected(upstream: Upstream, session: aioh
 async def test_stream_over_cap_rejected(upstream: Upstream, session: aiohttp.ClientSession) -> None:
     """The SSE reader enforces the same cap on the total stream."""
     with pytest.raises(ResponseTooLargeError):
-        async with open_response(session, "GET", upstream.url("/huge"), opts(max_bytes=1024 * 1024)) as resp:
-            async for _ in iter_events(resp, opts(max_bytes=1024 * 1024)):
-                pass
+        await stream_data(session, upstream.url("/huge"), opts(max_bytes=1024 * 1024))
     assert upstream.sent < 16 * 1024 * 1024
 
 
-async def test_declared_length_over_cap_rejected_at_once(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_declared_length_over_cap_rejected_at_once(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A Content-Length above the cap fails before the body is read (no waiting for it)."""
     started = time.monotonic()
     with pytest.raises(ResponseTooLargeError):
-        await request_json(session, "GET", upstream.url("/declared-huge"), opts(max_bytes=1024 * 1024))
+        await request_json(
+            session, "GET", upstream.url("/declared-huge"), opts(max_bytes=1024 * 1024)
+        )
     assert time.monotonic() - started < 2
 
 
@@ -328,13 +375,13 @@ async def test_iter_events(upstream: Upstream, session: aiohttp.ClientSession) -
     assert events == [ServerSentEvent(data="one"), ServerSentEvent(event="x", data="two")]
 
 
-async def test_cut_stream_is_stream_error(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_cut_stream_is_stream_error(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A connection dropped mid-event raises StreamError ("生成中断") after the complete events."""
     received: list[str] = []
     with pytest.raises(StreamError) as caught:
-        async with open_response(session, "GET", upstream.url("/cut"), opts()) as resp:
-            async for event in iter_events(resp, opts()):
-                received.append(event.data)
+        await stream_data(session, upstream.url("/cut"), opts(), received)
     assert received == ["one"]
     assert caught.value.user_message == "生成中断，请稍后再试"
     assert caught.value.retryable
@@ -344,19 +391,20 @@ async def test_idle_timeout(upstream: Upstream, session: aiohttp.ClientSession) 
     """A stream that goes silent fails after the idle read timeout, not the total one."""
     started = time.monotonic()
     with pytest.raises(BackendTimeoutError) as caught:
-        async with open_response(session, "GET", upstream.url("/stall"), opts(read_timeout=0.2)) as resp:
-            async for _ in iter_events(resp, opts()):
-                pass
+        await stream_data(session, upstream.url("/stall"), opts(read_timeout=0.2))
     assert time.monotonic() - started < 2
     assert caught.value.user_message == "绘图服务 fake 超时"
 
 
-async def test_slow_loris_hits_total_timeout(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_slow_loris_hits_total_timeout(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """A body trickling one byte at a time never idles out but is cut by the total timeout."""
     started = time.monotonic()
     with pytest.raises(BackendTimeoutError):
-        async with open_response(session, "GET", upstream.url("/trickle"), opts(timeout=0.5, read_timeout=1.0)) as resp:
-            await read_body(resp, opts())
+        await request_json(
+            session, "GET", upstream.url("/trickle"), opts(timeout=0.5, read_timeout=1.0)
+        )
     assert time.monotonic() - started < 2
 
 
@@ -373,7 +421,9 @@ async def test_invalid_url_is_not_retryable(session: aiohttp.ClientSession) -> N
         await request_json(session, "GET", "ftp://example.invalid/x", opts())
 
 
-async def test_download_follows_http_redirect(upstream: Upstream, session: aiohttp.ClientSession) -> None:
+async def test_download_follows_http_redirect(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
     """download follows a redirect to another http URL and returns body and content type."""
     target = upstream.url("/image.png")
     body, content_type = await download(session, upstream.url(f"/redirect?to={target}"), opts())
@@ -382,7 +432,9 @@ async def test_download_follows_http_redirect(upstream: Upstream, session: aioht
 
 
 @pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
-async def test_download_refuses_non_http_redirect(upstream: Upstream, session: aiohttp.ClientSession, target: str) -> None:
+async def test_download_refuses_non_http_redirect(
+    upstream: Upstream, session: aiohttp.ClientSession, target: str
+) -> None:
     """A redirect to a non-http(s) URL is refused."""
     with pytest.raises(UpstreamError, match="non-http"):
         await download(session, upstream.url(f"/redirect?to={target}"), opts())
@@ -413,7 +465,9 @@ async def proxy() -> AsyncIterator[Upstream]:
 
 async def test_per_request_proxy(proxy: Upstream, session: aiohttp.ClientSession) -> None:
     """``RequestOptions.proxy`` sends the request through that proxy."""
-    answer = await request_json(session, "GET", "http://example.invalid/v1/models", opts(proxy=proxy.url("/")))
+    answer = await request_json(
+        session, "GET", "http://example.invalid/v1/models", opts(proxy=proxy.url("/"))
+    )
     assert answer == {"via": "proxy"}
     assert proxy.seen_urls == ["http://example.invalid/v1/models"]
 

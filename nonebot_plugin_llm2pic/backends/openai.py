@@ -56,6 +56,7 @@ _BARE_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]{64,}={0,2}")
 _WHITESPACE = re.compile(r"\s+")
 _RETRYABLE_STREAM_CODES = frozenset({"server_error", "internal_error", "overloaded", "timeout"})
 
+
 @dataclass
 class _ChatAnswer:
     """What a chat answer (JSON or accumulated stream) said, before we look for the image."""

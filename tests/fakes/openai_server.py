@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible server (aiohttp ``web`` on loopback) for backend tests.
 
-It speaks the wire formats of ``reference/protocols.md`` §3–§4: Images generations/edits as JSON
+It speaks the wire formats of ``reference/protocols.md`` §3 and §4: Images generations/edits as JSON
 or SSE (OpenAI's ``image_generation.*`` events or a relay's ``data[0]`` chunk), chat completions
 carrying the image in every known way, ``/models``, and plain files for URL answers. Each test
 configures the attributes it needs; every request is recorded for assertions.
@@ -60,10 +60,12 @@ class Recorded:
 
 @dataclass
 class Reply:
-    """A scripted answer (an error, or a custom 200 body) served before the normal ones, in order."""
+    """A scripted answer (an error, a custom 200 body) served before the normal ones, in order."""
 
     status: int = 500
-    body: Any = field(default_factory=lambda: {"error": {"message": "boom", "type": "server_error"}})
+    body: Any = field(
+        default_factory=lambda: {"error": {"message": "boom", "type": "server_error"}}
+    )
     headers: dict[str, str] = field(default_factory=dict)
     events: list[Any] | None = None  # when set: a 200 SSE stream of these data payloads
 
@@ -199,7 +201,12 @@ class FakeOpenAI:
             "size": "1024x1024",
         }
         events: list[Any] = [
-            {"type": f"{kind}.partial_image", "b64_json": "AAAA", "partial_image_index": i, **common}
+            {
+                "type": f"{kind}.partial_image",
+                "b64_json": "AAAA",
+                "partial_image_index": i,
+                **common,
+            }
             for i in range(self.partial_images)
         ]
         usage = {
@@ -235,7 +242,9 @@ class FakeOpenAI:
         events: list[Any] = [chunk({"role": "assistant", "content": ""})]
         if isinstance(content, str):
             step = -(-len(content) // self.content_pieces) or 1
-            events += [chunk({"content": content[i : i + step]}) for i in range(0, len(content), step)]
+            events += [
+                chunk({"content": content[i : i + step]}) for i in range(0, len(content), step)
+            ]
         else:
             events.append(chunk({"content": content}))
         if images:
