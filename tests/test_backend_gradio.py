@@ -59,6 +59,8 @@ GRADIO4_PYTHON = ROOT / ".venv-gradio4" / "bin" / "python"
 STARTUP_TIMEOUT = 90.0
 APP_SCALE = 16  # zimage_app.SCALE: the app paints resolution / 16
 QUOTA_TEXT = "You have exceeded your free ZeroGPU quota"
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Loopback polling must not go through an HTTP(S)_PROXY from the environment."""
 
 
 def prompt_colour(prompt: str) -> tuple[int, int, int]:
@@ -106,7 +108,7 @@ class RealApp:
             if self.process.poll() is not None:
                 pytest.fail(f"gradio {self.major} app exited: {self.log.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.base_url}/config", timeout=2) as resp:
+                with _DIRECT.open(f"{self.base_url}/config", timeout=2) as resp:
                     if resp.status == 200:
                         return
             except OSError:
@@ -162,7 +164,13 @@ def real_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Re
         app.stop()
 
 
-@pytest.fixture(scope="module", params=[6, 4], ids=["gradio6", "gradio4"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(6, id="gradio6"),
+        pytest.param(4, id="gradio4", marks=pytest.mark.gradio4),
+    ],
+)
 def real_app(request: pytest.FixtureRequest, real_apps: dict[int, RealApp]) -> RealApp:
     """One running app per Gradio major version."""
     major: int = request.param

@@ -172,7 +172,7 @@ class GradioBackend:
         opts = self._options(self._settings.timeout)
         prefix = await self._prefix(opts)
         values = self._values(request)
-        if request.references:
+        if request.references:  # one {image} value: the first reference
             values["image"] = await self._upload(request.references[0], prefix, opts)
         template = DEFAULT_INPUTS if self._settings.inputs is None else self._settings.inputs
         data = [fill_template(item, values) for item in template]
