@@ -6,11 +6,19 @@ Every verb takes ``--config PATH``. Verbs other than ``serve`` run outside a loa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
 from .config import CONFIG_ENV, PLUGIN_NAME
-from .exceptions import SettingsError
+from .exceptions import BackendUnavailableError, Llm2PicError, SettingsError
+from .imaging import convert_image
+from .intent import aspect_hint
+from .pipeline import DrawJob, DrawResult, Pipeline
+from .prompt_writer import probe_llm
+from .settings import Settings
+from .settings_store import SettingsStore
+from .transport import new_session
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +77,13 @@ def _open_store():
     """The settings store for CLI verbs: NoneBot is initialised bare so localstore resolves."""
     import nonebot
 
-    from .config import resolve_config_path
-    from .settings_store import SettingsStore
+    from nonebot.log import logger
 
+    from .config import resolve_config_path
+
+    # NoneBot logs to stdout; a CLI verb's stdout is its answer, so only warnings, on stderr.
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
     nonebot.init(driver="~none")
     return SettingsStore(resolve_config_path())
 
@@ -103,7 +115,37 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _draw(args: argparse.Namespace) -> int:
-    return _fail("draw is not available yet: the image backends are still being built")
+    store = _open_store()
+    try:
+        store.reload()
+    except SettingsError as err:
+        return _fail(f"{store.path}: {err}")
+    if args.backend and args.backend not in store.settings.backends:
+        return _fail(f"no enabled backend named {args.backend!r} "
+                     f"(enabled: {', '.join(sorted(store.settings.backends))})")
+    output = Path(args.output)
+    try:
+        result = asyncio.run(_draw_once(store, args))
+        data = convert_image(result.image.data, output.suffix or ".png")
+    except Llm2PicError as err:
+        return _fail(_one_line(err))
+    output.write_bytes(data)
+    timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
+    sys.stdout.write(
+        f"prompt: {result.prompt}\nbackend: {result.backend}"
+        f"{f' (seed {result.seed})' if result.seed is not None else ''}\n"
+        f"timings: {timings}\nwrote {output} ({len(data)} bytes, "
+        f"{result.image.width}x{result.image.height})\n"
+    )
+    return 0
+
+
+async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResult:
+    async with new_session() as session:
+        pipeline = Pipeline(session, lambda: store.settings)
+        job = DrawJob(text=args.text, selfie=args.selfie, raw=args.raw, backend=args.backend,
+                      aspect=aspect_hint(args.text))
+        return await pipeline.run(job)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -112,8 +154,41 @@ def _check(args: argparse.Namespace) -> int:
         store.reload()
     except SettingsError as err:
         return _fail(f"{store.path}: {err}")
-    sys.stdout.write(f"config  ok  {store.path}\n")
-    return 0
+    rows = [("config", "ok", str(store.path))]
+    rows += asyncio.run(_probe_all(store.settings))
+    width = max(len(name) for name, _, _ in rows)
+    for name, status, detail in rows:
+        sys.stdout.write(f"{name:<{width}}  {status:<7}  {detail}\n")
+    return 1 if any(status == "FAILED" for _, status, _ in rows) else 0
+
+
+async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
+    """Probe the LLM and every backend concurrently; a row per probe."""
+    routed = {settings.routing.default, settings.routing.anime, settings.routing.real,
+              *settings.routing.fallback} - {""}
+    async with new_session() as session:
+        pipeline = Pipeline(session, lambda: settings)
+
+        async def probe(name: str, call) -> tuple[str, str, str]:
+            try:
+                return name, "ok", await call()
+            except BackendUnavailableError as err:
+                # An unconfigured backend nobody routes to is not broken, just unused.
+                status = "FAILED" if name.removeprefix("backend ") in routed else "unused"
+                return name, status, _one_line(err)
+            except Llm2PicError as err:
+                return name, "FAILED", _one_line(err)
+
+        probes = [probe("llm", lambda: probe_llm(session, settings))]
+        probes += [probe(f"backend {name}", pipeline.backend(name).probe)
+                   for name in settings.backends]
+        return list(await asyncio.gather(*probes))
+
+
+def _one_line(err: Llm2PicError) -> str:
+    """The user-facing reason plus the admin detail, on one line."""
+    detail = " ".join(str(err).split())
+    return f"{err.user_message} ({detail})" if detail != err.user_message else detail
 
 
 def _config_get(args: argparse.Namespace) -> int:
