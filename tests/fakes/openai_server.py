@@ -83,6 +83,7 @@ class FakeOpenAI:
         self.partial_images = 0  # partial-image events sent before the completed one
         self.content_pieces = 1  # chat content split over this many deltas
         self.chunk_size = 0  # write bodies in pieces of this many bytes (0: one write)
+        self.delay = 0.0  # seconds an images request waits before it is answered
         self.line_end = "\n"
         self.keepalive = False  # ": keep-alive" comments between events
         self.events: list[Any] | None = None  # SSE data payloads to send instead of the normal ones
@@ -178,6 +179,8 @@ class FakeOpenAI:
 
     async def _images(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
