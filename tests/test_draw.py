@@ -59,6 +59,13 @@ def image_message(data: bytes) -> Message:
     return Message(MessageSegment.image(data))
 
 
+def expect_ack_and_image(ctx, event, image: bytes) -> None:
+    """The acknowledgement, then the picture, both quoting the request."""
+    ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
+    ctx.should_call_send(event, image_message(image), result={"message_id": 2},
+                         reply_message=True, _timeout=120.0)
+
+
 def make_bot(ctx) -> Bot:
     adapter = ctx.create_adapter(base=Adapter)
     return ctx.create_bot(base=Bot, adapter=adapter, self_id=SELF_ID)
@@ -73,9 +80,7 @@ async def test_natural_request_sends_image_quoting_request(app: App, upstream: F
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         ctx.should_pass_rule(natural)
-        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, event, upstream.image)
     assert upstream.requests[-1].json["prompt"] == "猫咪"  # no LLM: the request is the prompt
 
 
@@ -107,9 +112,7 @@ async def test_weak_request_needs_mention(app: App, upstream: FakeOpenAI):
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         ctx.should_pass_rule(natural)
-        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, event, upstream.image)
 
 
 async def test_require_mention_blocks_unaddressed(app: App, upstream: FakeOpenAI):
@@ -172,9 +175,7 @@ async def test_pic_command_in_private(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, event, upstream.image)
     assert upstream.requests[-1].json["prompt"] == "一只戴帽子的狗"
 
 
@@ -221,9 +222,7 @@ async def test_raw_flag_skips_writer_but_adds_custom(app: App, upstream: FakeOpe
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, event, upstream.image)
     assert upstream.requests[-1].json["prompt"] == "a red fox, snow, masterpiece, best quality"
 
 
@@ -255,9 +254,7 @@ async def test_cooldown_refusal_once_per_window(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(natural) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, first)
-        ctx.should_call_send(first, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(first, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, first, upstream.image)
         ctx.receive_event(bot, second)
         ctx.should_call_send(second, "画得太快啦，请 60 秒后再试", result={"message_id": 3},
                              reply_message=True)
@@ -393,9 +390,7 @@ async def test_reply_to_image_reaches_backend(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(natural) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, event, upstream.image)
     edit = upstream.requests[-1]
     assert edit.path == "/v1/images/edits"
     assert [p.data for p in edit.parts if p.name == "image[]"] == [reference]
@@ -449,9 +444,7 @@ async def test_save_images_writes_sidecar(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), result={"message_id": 2},
-                             reply_message=True, _timeout=120.0)
+        expect_ack_and_image(ctx, event, upstream.image)
     new = set((data_dir() / "images").glob("*.json")) - before
     assert len(new) == 1
     sidecar = json.loads(new.pop().read_text("utf-8"))
