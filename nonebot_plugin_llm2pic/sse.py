@@ -6,8 +6,10 @@ when a CR ends one chunk and the LF starts the next), a leading BOM, ``:`` comme
 space after the colon, multi-line ``data`` joined with ``\\n``, and no line-length limit.
 
 Base64 images arrive as one multi-megabyte ``data:`` line split over thousands of network chunks,
-so the decoder is linear: it decodes each chunk once, searches for line ends only in the new
-chunk, keeps the unfinished line as a list of pieces and builds each value with a single join.
+so the decoder is linear and cheap per chunk: it searches for line ends in the raw bytes of the
+new chunk only (CR and LF never occur inside a UTF-8 sequence), holds the unfinished line as
+byte pieces, decodes them in ~64 KB batches while they are still in cache, and builds each value
+with a single join.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 _BOM = "\ufeff"
+_LF = 10
+_DECODE_BATCH = 64 * 1024
+"""Held bytes of an unfinished line are decoded once this many have piled up: one decode call per
+batch instead of per chunk, on data still in cache (decoding a 20 MB line at its end is 3x slower
+than in batches)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,10 @@ class SSEDecoder:
     """Feed raw bytes as they arrive; get back the events each chunk completes."""
 
     def __init__(self) -> None:
-        self._utf8_tail = b""  # an incomplete UTF-8 sequence at the end of the previous chunk
-        self._at_start = True  # the BOM check is still to do
-        self._pending: list[str] = []  # pieces of the unfinished line
+        self._at_start = True  # the BOM check (on the first line) is still to do
+        self._held: list[bytes] = []  # raw pieces of the unfinished line, not decoded yet
+        self._held_size = 0
+        self._decoded: list[str] = []  # decoded batches of the unfinished line
         self._skip_lf = False  # the previous chunk ended with CR: an LF now is part of CRLF
         self._event = ""
         self._data: list[str] = []
@@ -50,64 +58,79 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode one chunk (any size, any split point); return the events it completed."""
-        text = self._decode(chunk)
         events: list[ServerSentEvent] = []
         start = 0
-        end = len(text)
+        end = len(chunk)
         if self._skip_lf and end:
             self._skip_lf = False
-            if text[0] == "\n":
+            if chunk[0] == _LF:
                 start = 1
         # Each terminator is searched for again only once its previous hit is consumed, so every
-        # character of the chunk is scanned at most once per terminator (memchr speed, linear).
-        lf = text.find("\n", start)
-        cr = text.find("\r", start)
+        # byte of the chunk is scanned at most once per terminator (memchr speed, linear).
+        lf = chunk.find(b"\n", start)
+        cr = chunk.find(b"\r", start)
         while lf >= 0 or cr >= 0:
             if cr < 0 or 0 <= lf < cr:
                 pos, next_start = lf, lf + 1
             elif cr + 1 < end:
                 pos = cr
-                next_start = cr + 2 if text[cr + 1] == "\n" else cr + 1
+                next_start = cr + 2 if chunk[cr + 1] == _LF else cr + 1
             else:
                 pos, next_start = cr, cr + 1
                 self._skip_lf = True
-            self._pending.append(text[start:pos])
-            event = self._line(self._pending)
-            self._pending = []
+            event = self._line(self._line_parts(chunk[start:pos]))
             if event is not None:
                 events.append(event)
             start = next_start
             if 0 <= lf < start:
-                lf = text.find("\n", start)
+                lf = chunk.find(b"\n", start)
             if 0 <= cr < start:
-                cr = text.find("\r", start)
+                cr = chunk.find(b"\r", start)
         if start < end:
-            self._pending.append(text[start:])
+            # Inlined: this runs for every chunk of a multi-megabyte line.
+            self._held.append(chunk[start:] if start else chunk)
+            self._held_size += end - start
+            if self._held_size >= _DECODE_BATCH:
+                self._decode_held()
         return events
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: an event without its final blank line is discarded (WHATWG)."""
-        self._utf8_tail = b""
-        self._pending = []
+        self._held = []
+        self._held_size = 0
+        self._decoded = []
         self._skip_lf = False
         self._event = ""
         self._data = []
         return []
 
-    def _decode(self, chunk: bytes) -> str:
-        # Decoding chunk by chunk keeps each copy small and cache-hot; only the few bytes of a
-        # multibyte character cut by the chunk boundary are carried over.
-        if self._utf8_tail:
-            chunk = self._utf8_tail + chunk
-        text, used = codecs.utf_8_decode(chunk, "replace", False)
-        self._utf8_tail = chunk[used:]
-        if self._at_start and text:
-            self._at_start = False
-            if text[0] == _BOM:
-                text = text[1:]
-        return text
+    def _decode_held(self) -> None:
+        """Decode the held pieces of the unfinished line as one batch."""
+        batch = b"".join(self._held)
+        text, used = codecs.utf_8_decode(batch, "replace", False)
+        self._decoded.append(text)
+        tail = batch[used:]  # a multibyte character cut by the batch end waits for the rest
+        self._held = [tail] if tail else []
+        self._held_size = len(tail)
+
+    def _line_parts(self, last: bytes) -> list[str]:
+        """The finished line (held pieces + ``last``) as decoded parts, in order."""
+        if not self._held and not self._decoded:
+            return [last.decode("utf-8", "replace")]
+        self._held.append(last)
+        parts = self._decoded
+        parts.append(b"".join(self._held).decode("utf-8", "replace"))
+        self._held = []
+        self._held_size = 0
+        self._decoded = []
+        return parts
 
     def _line(self, pieces: list[str]) -> ServerSentEvent | None:
+        if self._at_start:
+            # A BOM can only open the stream, i.e. the first line (its bytes may span chunks).
+            self._at_start = False
+            if pieces[0].startswith(_BOM):
+                pieces[0] = pieces[0][1:]
         first = pieces[0]
         colon = first.find(":")
         if len(pieces) > 1 and 0 < colon < len(first) - 1:

@@ -153,3 +153,12 @@ async def test_aiter_sse() -> None:
         yield b"\ndata: b\n\n"
 
     assert [event async for event in aiter_sse(chunks())] == [E(data="a"), E(data="b")]
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+def test_multibyte_character_across_decode_batches(offset: int) -> None:
+    """A long line of CJK text, whose characters straddle the 64 KB decode batches, stays intact."""
+    text = "猫" * 50_000 + "🐱" * 10_000
+    stream = b"x" * offset + b"\ndata: " + text.encode() + b"\n\n"
+    chunks = [stream[i : i + 1000] for i in range(0, len(stream), 1000)]
+    assert decode(*chunks) == [E(data=text)]
