@@ -213,3 +213,50 @@ async def test_selfie_draws_the_persona(tmp_path: Path, upstream):
     assert "silver short hair, red eyes, white hoodie" in prompt
     assert "自拍" not in prompt
     assert upstream.requests == []
+
+
+async def test_writer_gets_history_and_judge_confirms_weak_request(tmp_path: Path, upstream):
+    """Chat (the bot's own replies included) reaches the writer; `judge_intent` fires "想看看樱花"."""
+    from .fakes.llm_server import FakeLlm
+
+    async with FakeLlm("yes") as llm:
+        server = ServeProcess(tmp_path)
+        write_config(server, upstream, llm={"base_url": llm.base_url, "model": "test-model",
+                                            "judge_intent": True})
+        await started(server)
+        try:
+            async with OneBotClient(server.ws_url) as client:
+                await client.group_message("周末去公园看花吧", user_id=7)
+                await client.group_message("想看看樱花", user_id=8)
+                assert message_text((await client.next_call("send_msg")).params["message"]) == ACK
+                assert sent_image(await client.next_call("send_msg"))
+                llm.answer = '{"prompt": "cherry blossoms in a park", "style": "real"}'
+                await client.group_message("/pic 再来一张夜樱", user_id=9)
+                await client.next_call("send_msg")
+                await client.next_call("send_msg")
+        finally:
+            await server.stop()
+    judge, writer_first, writer_second = (body["messages"] for body in llm.bodies)
+    assert "想看看樱花" in judge[-1]["content"] and "周末去公园看花吧" in judge[-1]["content"]
+    assert "周末去公园看花吧" in writer_first[-1]["content"]
+    second = writer_second[-1]["content"]
+    assert "想看看樱花" in second and "(the bot)" in second  # the bot's ack is in the history
+    assert upstream.requests[-1].json["prompt"] == "cherry blossoms in a park"
+
+
+async def test_shutdown_cancels_running_jobs(tmp_path: Path, upstream):
+    """Stopping the bot mid-job ends the process promptly and cleanly."""
+    upstream.delay = 30
+    server = ServeProcess(tmp_path)
+    write_config(server, upstream)
+    await started(server)
+    async with OneBotClient(server.ws_url) as client:
+        await client.group_message("/pic 猫")
+        await client.next_call("send_msg")
+        started_at = asyncio.get_running_loop().time()
+        await server.stop()
+    assert asyncio.get_running_loop().time() - started_at < 8
+    # uvicorn re-raises SIGTERM after a graceful shutdown, so the exit status is -15: the log
+    # tells whether the shutdown hooks (cancel jobs, close the session and the quota DB) ran.
+    assert "Application shutdown complete" in server.log()
+    assert "Traceback" not in server.log()
