@@ -89,6 +89,12 @@ class FakeOpenAI:
         self.events: list[Any] | None = None  # SSE data payloads to send instead of the normal ones
         self.send_done = True
         self.cut_after: int | None = None  # close the connection after this many body bytes
+        self.chunk_delay = 0.0  # seconds between body pieces (with chunk_size: a slow loris)
+        self.hangups = 0  # next image requests answered by closing before any header
+        self.endless = b""  # when set: image answers repeat this chunk forever (no length)
+        self.sent_bytes = 0  # body bytes written by the last endless answer
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most image requests handled at once
         self.replies: list[Reply] = []
         self.files: dict[str, tuple[bytes, str]] = {}
         self.requests: list[Recorded] = []
@@ -178,9 +184,24 @@ class FakeOpenAI:
         return any(p.name == "stream" and p.data == b"true" for p in recorded.parts)
 
     async def _images(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._images_answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _images_answer(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.hangups:
+            self.hangups -= 1
+            assert request.transport is not None
+            request.transport.close()  # the client sees the connection drop before headers
+            return web.Response()
+        if self.endless:
+            return await self._send_endless(request)
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
@@ -322,13 +343,26 @@ class FakeOpenAI:
         for start in range(0, len(body), size):
             await resp.write(body[start : start + size])
             if self.chunk_size:
-                await asyncio.sleep(0)  # let each piece leave as its own read on the client
+                # Let each piece leave as its own read on the client.
+                await asyncio.sleep(self.chunk_delay)
         if self.cut_after is not None:
             assert request.transport is not None
             request.transport.close()  # no terminating chunk: the client sees a cut stream
             return resp
         await resp.write_eof()
         return resp
+
+    async def _send_endless(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        self.sent_bytes = 0
+        try:
+            while True:  # until the client hangs up
+                await resp.write(self.endless)
+                self.sent_bytes += len(self.endless)
+        except (ConnectionError, RuntimeError):
+            return resp
 
 
 def _now() -> int:
