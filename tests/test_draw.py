@@ -465,3 +465,24 @@ def _image_bytes(message: Message) -> bytes:
 
     file = message[0].data["file"]
     return base64.b64decode(file.removeprefix("base64://"))
+
+
+async def test_file_send_mode_sends_a_local_path(app: App, upstream: FakeOpenAI, monkeypatch):
+    """`send_mode = "file"` sends a file:// URI of the image under the data dir."""
+    import time
+
+    from nonebot_plugin_llm2pic import state
+    from nonebot_plugin_llm2pic.config import data_dir
+    from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
+
+    state.store.set("plugin.send_mode", "file")
+    state.store.set("plugin.ack_message", '""')
+    monkeypatch.setattr(time, "time_ns", lambda: 1234567890)  # the outbox file name
+    path = data_dir() / "outbox" / "1234567890.png"
+    event = group_message("/pic 猫", user_id=new_user())
+    async with app.test_matcher(pic_cmd) as ctx:
+        bot = make_bot(ctx)
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, Message(MessageSegment.image(path)),
+                             result={"message_id": 1}, reply_message=True, _timeout=120.0)
+    assert path.read_bytes() == upstream.image
