@@ -19,8 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from .backends import (
     Aspect,
@@ -43,6 +42,9 @@ from .limits import JobQueue, Ticket
 from .prompt_writer import finalize_prompt, write_prompt
 from .settings import Settings
 from .transport import RequestOptions, download
+
+if TYPE_CHECKING:
+    import aiohttp  # imported lazily (transport.py says why)
 
 log = logging.getLogger("nonebot_plugin_llm2pic")
 

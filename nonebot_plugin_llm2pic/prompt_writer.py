@@ -22,9 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import (
     BackendConnectionError,
@@ -38,6 +36,9 @@ from .exceptions import (
 from .history import HistoryEntry
 from .settings import LlmSection, PromptStyle, Settings, resolve_secret
 from .transport import RequestOptions, iter_events, open_response, read_body, request_json
+
+if TYPE_CHECKING:
+    import aiohttp  # imported lazily (transport.py says why)
 
 logger = logging.getLogger("nonebot_plugin_llm2pic")
 
@@ -350,7 +351,7 @@ def _find_answer_object(text: str) -> dict[str, Any] | None:
             return None
         try:
             value, _end = decoder.raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if isinstance(value, dict):
             fields = {str(key).lower(): item for key, item in value.items()}
@@ -522,7 +523,7 @@ async def _chat(
         raw = await read_body(resp, opts)
     try:
         data = json.loads(raw)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
         raise UpstreamError(f"{LLM_BACKEND}: answer is not JSON", backend=LLM_BACKEND) from err
     return _message_text(data)
 
@@ -535,7 +536,7 @@ async def _stream_text(resp: aiohttp.ClientResponse, opts: RequestOptions) -> st
             break
         try:
             chunk = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # keep-alive or vendor noise; the content chunks are JSON
         if not isinstance(chunk, dict):
             continue

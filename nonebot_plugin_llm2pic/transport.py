@@ -15,9 +15,8 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 from yarl import URL
 
 from .exceptions import (
@@ -34,6 +33,11 @@ from .exceptions import (
 )
 from .retry import backoff_delay, parse_retry_after
 from .sse import ServerSentEvent, SSEDecoder
+
+if TYPE_CHECKING:
+    # aiohttp is imported where it is used: its import (~130 ms, most of it building SSL contexts)
+    # then happens when the session opens at startup, not while NoneBot loads the plugin (SPEC §6).
+    import aiohttp
 
 logger = logging.getLogger("nonebot_plugin_llm2pic")
 
@@ -85,6 +89,8 @@ class RequestOptions:
 
 def new_session() -> aiohttp.ClientSession:
     """The process-wide session; ``trust_env`` honours HTTP(S)_PROXY. The caller closes it."""
+    import aiohttp
+
     return aiohttp.ClientSession(trust_env=True)
 
 
@@ -107,7 +113,7 @@ def parse_json_body(body: bytes, content_type: str, opts: RequestOptions) -> Any
     """Parse a JSON body, or raise ``UpstreamError`` naming what came back instead."""
     try:
         return jsonlib.loads(body)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
         raise UpstreamError(
             f"{opts.backend}: expected JSON, got {content_type or 'no content type'}: "
             f"{safe_excerpt(body)}",
@@ -133,6 +139,8 @@ async def open_response(
     ``ContentPolicyError`` or ``BackendStatusError`` with the server's ``Retry-After``. A
     ``Content-Length`` above ``opts.max_bytes`` fails before any of the body is read.
     """
+    import aiohttp
+
     if not _is_http_url(url):
         # A malformed or non-http(s) URL is a config problem: retrying cannot fix it.
         raise BackendUnavailableError(
@@ -167,6 +175,8 @@ async def open_response(
 
 async def read_body(resp: aiohttp.ClientResponse, opts: RequestOptions) -> bytes:
     """Read the whole body, failing with ``ResponseTooLargeError`` as soon as it passes the cap."""
+    import aiohttp
+
     if resp.content_length is not None and resp.content_length > opts.max_bytes:
         resp.close()
         raise _too_large(opts)
@@ -188,6 +198,8 @@ async def iter_events(
     resp: aiohttp.ClientResponse, opts: RequestOptions
 ) -> AsyncIterator[ServerSentEvent]:
     """Decode the response body as SSE, capping the total bytes; a cut stream is ``StreamError``."""
+    import aiohttp
+
     decoder = SSEDecoder()
     size = 0
     try:
@@ -292,7 +304,7 @@ def _error_fields(body: bytes) -> tuple[str, str]:
     """``(code, message)`` from an OpenAI-style error body; the raw text when it is not JSON."""
     try:
         parsed = jsonlib.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "", body.decode("utf-8", "replace")
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
@@ -340,6 +352,8 @@ def _too_large(opts: RequestOptions) -> ResponseTooLargeError:
 
 def _translate(err: BaseException, opts: RequestOptions) -> BackendError:
     """aiohttp/asyncio failures → our errors (timeouts first: some are also ClientErrors)."""
+    import aiohttp
+
     name = opts.backend
     if isinstance(err, asyncio.TimeoutError):
         return BackendTimeoutError(

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from yarl import URL
 
 from ..exceptions import (
@@ -44,6 +43,9 @@ from ..transport import (
     with_retries,
 )
 from .base import Aspect, GeneratedImage, GenerationRequest, ReferenceImage
+
+if TYPE_CHECKING:
+    import aiohttp  # imported lazily (transport.py says why)
 
 STREAM_IDLE_TIMEOUT = 60.0
 """Real Spaces send a heartbeat every 15 s (``GRADIO_HEARTBEAT_INTERVAL``), also while queued."""
@@ -269,6 +271,8 @@ class GradioBackend:
         self, reference: ReferenceImage, prefix: str, opts: RequestOptions
     ) -> dict[str, Any]:
         """Upload one reference image; return the FileData that points at it."""
+        import aiohttp
+
         form = aiohttp.FormData()
         extension = reference.mime.rpartition("/")[2] or "png"
         form.add_field(

@@ -16,9 +16,8 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 
 from ..exceptions import BackendUnavailableError, ContentPolicyError, StreamError, UpstreamError
 from ..imaging import sniff_mime
@@ -37,6 +36,9 @@ from ..transport import (
     with_retries,
 )
 from .base import Aspect, GeneratedImage, GenerationRequest
+
+if TYPE_CHECKING:
+    import aiohttp  # imported lazily (transport.py says why)
 
 ASPECT_SIZES: dict[Aspect, str] = {
     "landscape": "1536x1024",
@@ -166,6 +168,8 @@ class OpenAIBackend:
         return {key: value for key, value in fields.items() if value}
 
     def _edit_form(self, request: GenerationRequest) -> aiohttp.FormData:
+        import aiohttp
+
         form = aiohttp.FormData()
         form.add_field("model", self._settings.model)
         form.add_field("prompt", request.prompt)
@@ -324,7 +328,7 @@ class OpenAIBackend:
             return None
         try:
             payload = json.loads(data)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
             raise self._cut(f"malformed stream event: {safe_excerpt(data.encode())}") from err
         if not isinstance(payload, dict):
             return {}
