@@ -39,7 +39,10 @@ class ServerSentEvent:
 
     def json(self) -> Any:
         """``data`` parsed as JSON (raises ``ValueError`` when it is not JSON)."""
-        return json.loads(self.data)
+        try:
+            return json.loads(self.data)
+        except RecursionError as err:  # valid JSON nested deeper than Python can parse
+            raise ValueError("JSON nested too deeply") from err
 
 
 class SSEDecoder:
