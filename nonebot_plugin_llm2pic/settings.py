@@ -25,7 +25,8 @@ ENV_PREFIX = "env:"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # No inf/nan: `user_cooldown_seconds = inf` would crash the "wait N seconds" reply.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class PluginSection(_Section):

@@ -44,6 +44,9 @@ EXAMPLE_NAME = "config.example.toml"
 MAX_VALUE_CHARS = 4000
 """Longest value accepted from `set`: a config value has no business being longer."""
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""TOML integers are signed 64-bit; larger ones would make a file other tools reject."""
+
 RESTART_KEYS = frozenset({"plugin.command", "plugin.priority"})
 """Keys read once when matchers are registered (SPEC §3): edits apply after a restart."""
 
@@ -169,6 +172,11 @@ class SettingsStore:
         if len(raw) > MAX_VALUE_CHARS:
             raise SettingsError(f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)",
                                 key=key)
+        if not raw.isascii():
+            try:  # a lone surrogate from a chat client's JSON cannot be written as UTF-8
+                raw.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SettingsError(f"{key}: value is not valid text", key=key) from None
         with self._locked():
             document = self._read_document()
             value = convert_value(key, raw, document, self.settings)
@@ -323,6 +331,10 @@ def convert_value(key: str, raw: str, document: Any, settings: Settings) -> Any:
     value = _parse_toml_value(text)
     if value is None:
         raise SettingsError(f"{key}: expected {_type_name(annotation)}, got {text[:60]!r}", key=key)
+    out_of_range = isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX
+    if out_of_range and not isinstance(value, bool):
+        raise SettingsError(f"{key}: {text[:60]} is out of range (TOML integers are 64-bit)",
+                            key=key)
     return value
 
 
