@@ -242,7 +242,7 @@ async def test_gradio_error_fails_fast_with_its_text(gradio: FakeGradio, data, r
 
 
 async def test_llm_down_falls_back_to_request_text(fake: FakeOpenAI):
-    """Nothing listens at the LLM's address: the request text becomes the prompt; drawing goes on."""
+    """Nothing listens at the LLM's address: the request text is the prompt; drawing goes on."""
     settings = settings_for({"a": openai_backend(fake.base_url)},
                             llm={"base_url": "http://127.0.0.1:9/v1", "model": "m",
                                  "timeout": 2})
