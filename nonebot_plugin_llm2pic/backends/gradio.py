@@ -235,7 +235,8 @@ class GradioBackend:
             payload = payload.get("error")
         text = ""
         if isinstance(payload, str):
-            text = " ".join(_HTML_TAG.sub("", payload).split())[:MAX_ERROR_CHARS]
+            # Upstream text goes to chat and logs: mask key-like tokens (an echoed hf_ token).
+            text = safe_excerpt(_HTML_TAG.sub("", payload).encode())[:MAX_ERROR_CHARS]
         if not text:
             return UpstreamError(
                 f"{self.name}: error event without a message",
