@@ -39,6 +39,8 @@ class RawHttpServer:
         self.fallback: bytes | None = None
         """Answer once ``script`` is used up (None: close at once)."""
         self.connections = 0
+        self.stall = 0.0
+        """Seconds to wait after reading a request before answering (a hung upstream)."""
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> RawHttpServer:
@@ -53,9 +55,12 @@ class RawHttpServer:
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``: an OpenAI-style base for backends."""
+        return self.url("/v1")
+
+    def url(self, path: str) -> str:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1"
+        return f"http://127.0.0.1:{port}{path}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -68,6 +73,7 @@ class RawHttpServer:
                     length = int(value.strip())
             if length:
                 await reader.readexactly(length)
+            await asyncio.sleep(self.stall)
             answer = self.script.pop(0) if self.script else self.fallback
             if answer is not None:
                 writer.write(answer)
