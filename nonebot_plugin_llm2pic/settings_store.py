@@ -131,7 +131,14 @@ class SettingsStore:
 
     def refresh_if_changed(self) -> bool:
         """Reload when the file's mtime moved (called before each job). Never raises."""
-        if self._stat_mtime() == self._mtime_ns:
+        mtime = self._stat_mtime()
+        if mtime == self._mtime_ns:
+            return False
+        if mtime is None:
+            # Deleted while running: keep the last good config rather than fall back to the
+            # defaults (other routing, no keys); the next edit or a new file brings it back.
+            log.warning("config %s was deleted; keeping the settings in force", self.path)
+            self._mtime_ns = None
             return False
         try:
             self.reload()
