@@ -350,3 +350,89 @@ async def test_every_fallback_failing_reports_the_last(fake: FakeOpenAI, spare: 
             await pipeline.run(JOB)
     assert caught.value.user_message == "绘图服务 b 认证失败"
     assert pipeline.stats.summary() == {"a": (0, 1, None), "b": (0, 1, None)}
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
+                                 gradio: FakeGradio):
+    """Through `serve` and OneBot v11, one bot meets each §5 row in turn: every request gets its
+    ack and exactly one outcome (read strictly in order, so a stray extra reply would fail the
+    next step), and the queue is empty at the end."""
+    import base64
+
+    from .fakes.harness import png_claiming
+    from .onebot_client import OneBotClient, ServeProcess, message_segments, message_text
+    from .test_chat_e2e import sent_image, write_config
+
+    server = ServeProcess(tmp_path)
+    write_config(
+        server, fake,
+        routing={"fallback": ["spare"]},
+        backends={
+            "openai": openai_backend(fake.base_url, retries=1),
+            "spare": openai_backend(spare.base_url),
+            "sse": openai_backend(fake.base_url, use_sse=True),
+            "bad": openai_backend(fake.base_url, api_key="sk-wrong"),
+            "z": gradio_backend(gradio.base_url),
+        },
+    )
+    await server.start()
+    try:
+        async with OneBotClient(server.ws_url) as client:
+
+            async def outcome(text: str, user_id: int = 10000):
+                await client.group_message(text, user_id=user_id)
+                ack = await client.next_call("send_msg")
+                assert message_text(ack.params["message"]) == "收到，正在画…"
+                return await client.next_call("send_msg")
+
+            async def fails(text: str, reply: str, user_id: int = 10000) -> None:
+                done = await outcome(text, user_id)
+                assert message_text(done.params["message"]) == reply
+                assert not message_segments(done.params["message"], "image")
+
+            # Stream cut mid-image.
+            fake.cut_after = 200
+            await fails("/pic -b sse 猫", "生成中断，请稍后再试")
+            fake.cut_after = None
+            # 401: no retry, the backend is named.
+            await fails("/pic -b bad 猫", "绘图服务 bad 认证失败")
+            # 503 with Retry-After: waited, retried, drawn.
+            fake.replies.append(Reply(status=503, headers={"Retry-After": "1"}))
+            started = time.monotonic()
+            assert sent_image(await outcome("/pic -b openai 猫")).size == (32, 24)
+            assert elapsed(started) >= 0.9
+            # Gradio error event: fast, with the upstream's text.
+            gradio.stream = [sse("error", QUOTA_TEXT)]
+            started = time.monotonic()
+            await fails("/pic -b z 猫", f"绘图服务 z 报错：{QUOTA_TEXT}")
+            assert elapsed(started) < 3
+            # Not an image; a decompression bomb.
+            for data, reply in [(b"<html>no</html>", "绘图服务 openai 返回的图片无效"),
+                                (png_claiming(30000, 30000), "生成的图片尺寸过大，已拒绝")]:
+                fake.replies.append(Reply(status=200, body={"data": [
+                    {"b64_json": base64.b64encode(data).decode()}]}))
+                await fails("/pic -b openai 猫", reply)
+            # A response larger than the cap.
+            gradio.stream = [sse("complete", zimage_outputs())]
+            gradio.oversized_file = b"\x89PNG" + b"\0" * 65532
+            await fails("/pic -b z 猫", "绘图服务 z 返回的数据过大")
+            # 5xx on the default backend for a member: the fallback draws.
+            fake.replies += [Reply(status=500), Reply(status=500)]
+            assert sent_image(await outcome("/pic 猫", user_id=601)).size == (20, 20)
+            # LLM down: the request text is the prompt, drawing goes on.
+            for key, value in [("llm.base_url", '"http://127.0.0.1:9/v1"'), ("llm.model", "m")]:
+                await client.private_message(f"/llm2pic set {key} {value}", user_id=10000)
+                reply = message_text((await client.next_call("send_msg")).params["message"])
+                assert reply.startswith("已设置")
+            assert sent_image(await outcome("/pic 一只兔子", user_id=602))
+            assert fake.requests[-1].json["prompt"] == "一只兔子"
+            # Nothing left queued or running, and nothing more to say.
+            await client.private_message("/llm2pic status", user_id=10000)
+            status = message_text((await client.next_call("send_msg")).params["message"])
+            assert "排队中：0，正在画：0" in status
+            await client.no_call(within=0.5)
+    finally:
+        await server.stop()
