@@ -231,7 +231,6 @@ async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Requ
 
     limits = settings.limits
     exempt = limits.superusers_exempt and await SUPERUSER(bot, event)
-    reservation: Reservation | None = None
     if not exempt:
         wait = state.limiter.check(user_id, cooldown=limits.user_cooldown_seconds,
                                    per_minute=limits.user_per_minute)
@@ -239,23 +238,27 @@ async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Requ
             await _refuse(bot, event, settings, request,
                           f"画得太快啦，请 {math.ceil(wait)} 秒后再试")
             return
+    # Cooldown check, queue place and hit with no await in between: two messages from one user
+    # arriving together must not both pass the cooldown while the first awaits its quota.
+    try:
+        ticket = state.queue.accept(max_queue=limits.max_queue)
+    except QueueFullError as err:
+        await _refuse(bot, event, settings, request, err.user_message)
+        return
+    reservation: Reservation | None = None
+    if not exempt:
+        state.limiter.hit(user_id)
         try:
             reservation = await state.quota.reserve(
                 user_id=user_id, group_id=group_id, user_limit=limits.user_daily_quota,
                 group_limit=limits.group_daily_quota, tz=limits.quota_timezone,
             )
-        except QuotaExceededError as err:
+        except BaseException as err:
+            ticket.close()
+            if not isinstance(err, QuotaExceededError):
+                raise
             await _refuse(bot, event, settings, request, err.user_message)
             return
-    try:
-        ticket = state.queue.accept(max_queue=limits.max_queue)
-    except QueueFullError as err:
-        if reservation is not None:
-            await state.quota.release(reservation)
-        await _refuse(bot, event, settings, request, err.user_message)
-        return
-    if not exempt:
-        state.limiter.hit(user_id)
 
     if settings.plugin.ack_message:
         ahead = ticket.ahead(request.job.backend or primary_backend(
