@@ -17,6 +17,7 @@ from pathlib import Path
 from nonebot import logger, on_command, on_message
 from nonebot.adapters.onebot.v11 import (
     ActionFailed,
+    ApiNotAvailable,
     Bot,
     GroupMessageEvent,
     Message,
@@ -352,5 +353,7 @@ async def _reply(bot: Bot, event: MessageEvent, settings: Settings, text: str) -
     """A text reply, quoting the request when configured; a failed send is only logged."""
     try:
         await bot.send(event, text, reply_message=settings.plugin.reply_to_request)
-    except (ActionFailed, NetworkError) as err:
-        logger.warning(f"llm2pic reply failed: {err}")
+    except (ActionFailed, NetworkError, ApiNotAvailable) as err:
+        # ApiNotAvailable: the OneBot connection is gone. Raising here would skip the job that
+        # owns the queue place and quota unit just taken for this request, leaking both.
+        logger.warning(f"llm2pic reply failed: {err!r}")
