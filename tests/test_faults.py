@@ -366,14 +366,17 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
     from .onebot_client import OneBotClient, ServeProcess, message_segments, message_text
     from .test_chat_e2e import sent_image, write_config
 
+    from .fakes.harness import SECRET
+
+    fake.api_key = SECRET  # every step's replies and the whole log are searched for it below
     server = ServeProcess(tmp_path)
     write_config(
         server, fake,
         routing={"fallback": ["spare"]},
         backends={
-            "openai": openai_backend(fake.base_url, retries=1),
+            "openai": openai_backend(fake.base_url, retries=1, api_key=SECRET),
             "spare": openai_backend(spare.base_url),
-            "sse": openai_backend(fake.base_url, use_sse=True),
+            "sse": openai_backend(fake.base_url, use_sse=True, api_key=SECRET),
             "bad": openai_backend(fake.base_url, api_key="sk-wrong"),
             "z": gradio_backend(gradio.base_url),
         },
@@ -386,7 +389,9 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
                 await client.group_message(text, user_id=user_id)
                 ack = await client.next_call("send_msg")
                 assert message_text(ack.params["message"]) == "收到，正在画…"
-                return await client.next_call("send_msg")
+                done = await client.next_call("send_msg")
+                assert SECRET not in message_text(done.params["message"])
+                return done
 
             async def fails(text: str, reply: str, user_id: int = 10000) -> None:
                 done = await outcome(text, user_id)
@@ -436,3 +441,4 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
             await client.no_call(within=0.5)
     finally:
         await server.stop()
+    assert SECRET not in server.log_path.read_text("utf-8", errors="replace")
