@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from nonebot_plugin_llm2pic.backends.base import GenerationRequest, ReferenceImage
-from nonebot_plugin_llm2pic.backends.openai import OpenAIBackend
+from nonebot_plugin_llm2pic.backends.openai import BASE64_SLICE, OpenAIBackend, _decode_base64
 from nonebot_plugin_llm2pic.exceptions import (
     BackendAuthError,
     BackendStatusError,
@@ -517,3 +518,20 @@ async def test_supports_references(fake: FakeOpenAI, session: aiohttp.ClientSess
     """Both modes accept reference images."""
     assert make_backend(fake, session).supports_references
     assert make_backend(fake, session, mode="chat").supports_references
+
+
+def test_sliced_base64_decoding_matches_one_call() -> None:
+    """Base64 longer than one slice decodes exactly as one strict call does."""
+    data = bytes(range(256)) * (BASE64_SLICE // 100)
+    text = base64.b64encode(data).decode()
+    assert len(text) > 2 * BASE64_SLICE
+    assert _decode_base64(text) == data
+
+
+def test_sliced_base64_rejects_padding_inside_the_data() -> None:
+    """Padding that ends a slice but not the data is invalid, as in one strict call."""
+    text = "A" * (BASE64_SLICE - 2) + "==" + "AAAA"
+    with pytest.raises(binascii.Error):
+        base64.b64decode(text, validate=True)
+    with pytest.raises(binascii.Error):
+        _decode_base64(text)
