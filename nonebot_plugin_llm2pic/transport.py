@@ -363,12 +363,13 @@ def _translate(err: BaseException, opts: RequestOptions) -> BackendError:
         )
     if isinstance(err, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         return StreamError(
-            f"{name}: response cut off: {err}",
+            f"{name}: response cut off: {safe_excerpt(str(err).encode())}",
             backend=name,
             user_message="生成中断，请稍后再试",
         )
     return BackendConnectionError(
-        f"{name}: connection failed: {err}",
+        # aiohttp quotes the offending bytes (a whole base64 image) in protocol errors.
+        f"{name}: connection failed: {safe_excerpt(str(err).encode())}",
         backend=name,
         user_message=f"无法连接绘图服务 {name}",
     )
