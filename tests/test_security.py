@@ -320,3 +320,18 @@ def test_saved_images_stay_in_the_directory(tmp_path: Path, text: str):
     assert written == sorted([path.resolve(), path.with_suffix(".json").resolve()])
     assert all(p.parent == directory.resolve() for p in written)
     assert json.loads(path.with_suffix(".json").read_text("utf-8"))["request"] == text
+
+
+async def test_protocol_error_text_holds_no_payload(logs: Logs):
+    """A malformed answer quoting a 200 KB base64 image yields a short error and short logs."""
+    import base64
+    import os
+
+    async with RawHttpServer() as raw:
+        body = {"data": [{"b64_json": base64.b64encode(os.urandom(150_000)).decode()}]}
+        raw.script.append(http_response(body, content_length=30))  # the rest is "extra data"
+        async with pipeline_for(settings_for({"a": openai_backend(raw.base_url)})) as pipeline:
+            with pytest.raises(BackendError) as caught:
+                await pipeline.run(JOB)
+    assert max(len(text) for text in error_texts(caught.value)[:3]) < 1000
+    assert max(map(len, logs.lines())) < 2000
