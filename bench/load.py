@@ -3,8 +3,10 @@
 What: the plugin's ``Pipeline`` and ``JobQueue`` in this process, one shared aiohttp session,
 and a fake OpenAI Images upstream in a separate process (so its send buffers are not counted)
 that waits 2 s and answers a photo-like 1024² PNG (2.8 MB, 3.7 MB of JSON). Jobs arrive 10 ms
-apart; each runs ``/pic -r`` style (no LLM), crop on, then does what the OneBot adapter does on
-the event loop to send it (base64 + ``json.dumps`` of the frame). Runs with 20, 35 and 50 jobs.
+apart; each runs ``/pic -r`` style (no LLM), crop on, then what sending costs the process: the
+base64 ``file`` value built in the image worker (as ``matchers/draw.py`` does) and the OneBot
+adapter's single ``json.dumps`` of the frame on the event loop (timed and reported).
+Runs with 20, 35 and 50 jobs.
 
 Limits: ``max_concurrency = 10`` (per backend), ``max_queue = 40`` — 10 running + 40 waiting,
 so 50 jobs are all accepted; a 51st submitted while they wait must be refused (QueueFullError).
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 
+from nonebot_plugin_llm2pic.imaging import in_worker
 from nonebot_plugin_llm2pic.limits import JobQueue, QueueFullError
 from nonebot_plugin_llm2pic.pipeline import DrawJob, Pipeline
 from nonebot_plugin_llm2pic.settings import Settings
@@ -77,14 +80,21 @@ async def ticker(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(time.perf_counter() - started - TICK)
 
 
-async def job_and_send(pipeline: Pipeline, ticket) -> int:
-    """One job, then the adapter's on-loop work of sending the image as base64 JSON."""
+def base64_uri(data: bytes) -> str:
+    return "base64://" + base64.b64encode(data).decode("ascii")
+
+
+async def job_and_send(pipeline: Pipeline, ticket, dumps_times: list[float]) -> int:
+    """One job, then what sending it costs: base64 in the image worker (as matchers/draw.py
+    does), and the OneBot adapter's one ``json.dumps`` of the frame, on the loop (timed)."""
     result = await pipeline.run(DrawJob(text="a photo of a cat", raw=True), ticket)
-    encoded = base64.b64encode(result.image.data).decode("ascii")
+    uri = await in_worker(base64_uri, result.image.data)
     frame = {"action": "send_msg", "params": {"message_type": "group", "group_id": 1,
-             "message": [{"type": "image", "data": {"file": f"base64://{encoded}"}}]},
-             "echo": "1"}
-    return len(json.dumps(frame))
+             "message": [{"type": "image", "data": {"file": uri}}]}, "echo": "1"}
+    started = time.perf_counter()
+    size = len(json.dumps(frame))
+    dumps_times.append(time.perf_counter() - started)
+    return size
 
 
 async def stats(session, url: str) -> dict:
@@ -98,9 +108,10 @@ async def run_jobs(pipeline: Pipeline, queue: JobQueue, count: int, settings: Se
     tick = asyncio.create_task(ticker(lags, stop))
     started = time.perf_counter()
     tasks = []
+    dumps_times: list[float] = []
     for _ in range(count):
         ticket = queue.accept(max_queue=settings.limits.max_queue)
-        tasks.append(asyncio.create_task(job_and_send(pipeline, ticket)))
+        tasks.append(asyncio.create_task(job_and_send(pipeline, ticket, dumps_times)))
         await asyncio.sleep(ARRIVAL_GAP)
     refused = False
     if count == MAX_CONCURRENCY + MAX_QUEUE:
@@ -113,7 +124,8 @@ async def run_jobs(pipeline: Pipeline, queue: JobQueue, count: int, settings: Se
     elapsed = time.perf_counter() - started
     stop.set()
     await tick
-    return {"lags": lags, "elapsed": elapsed, "refused_extra": refused, "waiting": waiting_max}
+    return {"lags": lags, "elapsed": elapsed, "refused_extra": refused, "waiting": waiting_max,
+            "dumps": dumps_times}
 
 
 async def run() -> bool:
@@ -129,7 +141,7 @@ async def run() -> bool:
         async with new_session() as session:
             queue = JobQueue()
             pipeline = Pipeline(session, lambda: settings, queue)
-            await job_and_send(pipeline, None)  # warm-up: imports, connection, thread pool
+            await job_and_send(pipeline, None, [])  # warm-up: imports, connection, thread pool
             image_bytes = (await stats(session, stats_url))["image_bytes"]
             in_flight_bytes = MAX_CONCURRENCY * image_bytes
             rss_budget_kib = (6 * in_flight_bytes + 30 * 1024 * 1024) / 1024
@@ -159,6 +171,9 @@ async def run() -> bool:
                 print(f"  loop lag  p50 {p50 * 1000:.2f} ms  p99 {p99 * 1000:.2f} ms  "
                       f"max {lags[-1] * 1000:.1f} ms ({len(lags)} ticks)  "
                       f"budget p99 < {LAG_BUDGET * 1000:.0f} ms {verdict(lag_ok)}")
+                dumps = sorted(outcome["dumps"])
+                print(f"  adapter json.dumps of the send frame (on the loop): median "
+                      f"{statistics.median(dumps) * 1000:.1f} ms, max {dumps[-1] * 1000:.1f} ms")
                 print(f"  peak RSS  {peak / 1024:.0f} MB, +{(peak - idle) / 1024:.0f} MB over "
                       f"idle (budget ≤ {rss_budget_kib / 1024:.0f} MB) {verdict(rss_ok)}")
                 print(f"  upstream peak in flight {upstream_stats['peak_in_flight']} "

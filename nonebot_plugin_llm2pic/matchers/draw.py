@@ -8,6 +8,7 @@ accepted request ends in exactly one outcome reply: the image, or one short Chin
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import shlex
 import time
@@ -33,6 +34,7 @@ from nonebot.typing import T_State
 from .. import state
 from ..config import data_dir
 from ..exceptions import Llm2PicError
+from ..imaging import in_worker
 from ..intent import aspect_hint, detect_intent
 from ..limits import QueueFullError, QuotaExceededError, Reservation, Ticket
 from ..pipeline import DrawJob, DrawResult, fetch_references, primary_backend, save_result
@@ -320,7 +322,8 @@ async def _send_result(bot: Bot, event: MessageEvent, settings: Settings,
         path = await asyncio.to_thread(_write_send_file, result)
         message = Message(MessageSegment.image(path))
     else:
-        message = Message(MessageSegment.image(result.image.data))
+        # Encoded in the image worker: given bytes, the adapter would base64 them on the loop.
+        message = Message(MessageSegment.image(await in_worker(_base64_uri, result.image.data)))
     if settings.plugin.show_prompt:
         message += MessageSegment.text(f"\n提示词：{result.prompt}")
     try:
@@ -335,6 +338,11 @@ async def _send_result(bot: Bot, event: MessageEvent, settings: Settings,
         await _reply(bot, event, settings, "图片发送失败（可能被风控或图片过大），请稍后再试")
         return False
     return True
+
+
+def _base64_uri(data: bytes) -> str:
+    """The ``base64://`` file value OneBot takes for inline images."""
+    return "base64://" + base64.b64encode(data).decode("ascii")
 
 
 def _write_send_file(result: DrawResult) -> Path:
