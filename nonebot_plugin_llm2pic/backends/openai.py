@@ -52,6 +52,8 @@ DOWNLOAD_IDLE_TIMEOUT = 30.0
 PROBE_TIMEOUT = 15.0
 BASE64_SLICE = 1024 * 1024
 """Base64 characters decoded per step (a multiple of 4, so every slice decodes on its own)."""
+WORKER_MIN_CHARS = 64 * 1024
+"""Stream events longer than this are JSON-parsed in the image worker."""
 
 _MARKDOWN_IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?[^)]*\)")
 _DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_-]+")
@@ -223,7 +225,7 @@ class OpenAIBackend:
                 raise self._upstream("the images answer has no data[0]")
             return await self._image_from_item(item, opts)
         async for event in iter_events(resp, opts):
-            payload = self._event_json(event)
+            payload = await self._event_json(event)
             if payload is None:
                 break
             # Dispatch on the JSON "type", not on "event:" (openai-python does the same).
@@ -255,7 +257,7 @@ class OpenAIBackend:
         if _is_event_stream(resp):
             answer.streamed = True
             async for event in iter_events(resp, opts):
-                chunk = self._event_json(event)
+                chunk = await self._event_json(event)
                 if chunk is None:
                     answer.done = True
                     break
@@ -326,13 +328,16 @@ class OpenAIBackend:
 
     # -- shared -----------------------------------------------------------------------------
 
-    def _event_json(self, event: ServerSentEvent) -> dict[str, Any] | None:
+    async def _event_json(self, event: ServerSentEvent) -> dict[str, Any] | None:
         """The JSON object an event carries; ``None`` for ``[DONE]``; in-band errors raise."""
         data = event.data.strip()
         if data.startswith("[DONE]"):
             return None
         try:
-            payload = json.loads(data)
+            # An event holding a whole image (~20 ms to parse at 2048²) is parsed off the loop;
+            # small chat deltas are not worth a thread hop.
+            big = len(data) > WORKER_MIN_CHARS
+            payload = await in_worker(json.loads, data) if big else json.loads(data)
         except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
             raise self._cut(f"malformed stream event: {safe_excerpt(data.encode())}") from err
         if not isinstance(payload, dict):
