@@ -290,7 +290,7 @@ _scalars = st.one_of(
 )
 
 
-@hyp_settings(max_examples=50, deadline=None,
+@hyp_settings(max_examples=40, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(EDIT_KEYS), raw=_scalars)
 def test_any_edit_round_trips_or_changes_nothing(tmp_path: Path, key: str, raw: str):
@@ -318,7 +318,7 @@ def test_any_edit_round_trips_or_changes_nothing(tmp_path: Path, key: str, raw: 
     tomlkit.parse(path.read_text("utf-8"))  # still valid TOML
 
 
-@hyp_settings(max_examples=40, deadline=None)
+@hyp_settings(max_examples=30, deadline=None)
 @given(data=st.text(max_size=200))
 def test_any_persona_text_is_stored_verbatim_or_refused(data: str):
     """Property: free text set as a string key reads back exactly (modulo outer spaces)."""
