@@ -61,6 +61,16 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode one chunk (any size, any split point); return the events it completed."""
+        lf = chunk.find(b"\n")
+        cr = chunk.find(b"\r")
+        if lf < 0 and cr < 0 and not self._skip_lf:
+            # The middle of a long line, i.e. almost every chunk of an image: hold it as is.
+            if chunk:
+                self._held.append(chunk)
+                self._held_size += len(chunk)
+                if self._held_size >= _DECODE_BATCH:
+                    self._decode_held()
+            return []
         events: list[ServerSentEvent] = []
         start = 0
         end = len(chunk)
@@ -68,10 +78,9 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[0] == _LF:
                 start = 1
+                lf = chunk.find(b"\n", start)
         # Each terminator is searched for again only once its previous hit is consumed, so every
         # byte of the chunk is scanned at most once per terminator (memchr speed, linear).
-        lf = chunk.find(b"\n", start)
-        cr = chunk.find(b"\r", start)
         while lf >= 0 or cr >= 0:
             if cr < 0 or 0 <= lf < cr:
                 pos, next_start = lf, lf + 1
