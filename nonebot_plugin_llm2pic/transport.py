@@ -67,6 +67,11 @@ _NO_RETRY_CODES = frozenset({"insufficient_quota", "credit_balance_exhausted"})
 """429s that mean "out of money": waiting will not help."""
 
 _SECRET_LIKE = re.compile(r"\b(sk|hf|key)[-_][A-Za-z0-9_\-]{8,}")
+_KNOWN_SECRETS: dict[str, None] = {}
+"""Bearer credentials this process has sent (insertion-ordered, bounded), masked in excerpts."""
+MAX_KNOWN_SECRETS = 64
+MIN_MASKED_SECRET = 6
+"""Shorter credentials are not masked by value: they would mangle ordinary words."""
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{200,}")
 
 
@@ -85,6 +90,15 @@ class RequestOptions:
     """Explicit proxy URL; "" / None = none (HTTP(S)_PROXY still applies through trust_env)."""
     max_bytes: int = MAX_RESPONSE_BYTES
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A relay may echo the key back in an error body, whatever its shape: remember it so
+        # safe_excerpt can mask it even where _SECRET_LIKE sees no known prefix.
+        scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and len(credential) >= MIN_MASKED_SECRET:
+            _KNOWN_SECRETS[credential] = None
+            while len(_KNOWN_SECRETS) > MAX_KNOWN_SECRETS:
+                del _KNOWN_SECRETS[next(iter(_KNOWN_SECRETS))]
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -317,6 +331,8 @@ def _error_fields(body: bytes) -> tuple[str, str]:
 def safe_excerpt(body: bytes) -> str:
     """A short, log-safe excerpt: no key-like tokens, no long base64 runs."""
     text = body[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    for secret in _KNOWN_SECRETS:
+        text = text.replace(secret, "****")
     text = _SECRET_LIKE.sub(lambda m: f"{m.group(1)}-****", text)
     text = _BASE64_RUN.sub("<base64>", text)
     text = " ".join(text.split())

@@ -335,3 +335,29 @@ async def test_protocol_error_text_holds_no_payload(logs: Logs):
                 await pipeline.run(JOB)
     assert max(len(text) for text in error_texts(caught.value)[:3]) < 1000
     assert max(map(len, logs.lines())) < 2000
+
+
+async def test_echoed_key_without_known_prefix_is_masked():
+    """A relay echoing a key of any shape in its error body never gets it into the error."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from nonebot_plugin_llm2pic.exceptions import BackendStatusError
+    from nonebot_plugin_llm2pic.transport import RequestOptions, new_session, request_json
+
+    key = "relaytoken0123456789abcdef"
+
+    async def echo(request: web.Request) -> web.Response:
+        given = request.headers["Authorization"].removeprefix("Bearer ")
+        return web.json_response({"error": {"message": f"key {given} has no credit"}}, status=402)
+
+    app = web.Application()
+    app.router.add_post("/v1/x", echo)
+    async with TestServer(app, host="127.0.0.1", port=0) as server, new_session() as session:
+        options = RequestOptions(backend="relay", timeout=5,
+                                 headers={"Authorization": f"Bearer {key}"})
+        with pytest.raises(BackendStatusError) as info:
+            await request_json(session, "POST", str(server.make_url("/v1/x")), options, json={})
+    assert key not in str(info.value) and key not in info.value.user_message
+    assert key not in info.value.body
+    assert "has no credit" in str(info.value)
