@@ -84,7 +84,7 @@ def importtime(workdir: str, top: int = 15) -> None:
             continue
         self_part, cumulative, name = (part.strip() for part in line.split("|", 2))
         self_us = self_part.removeprefix("import time:").strip()
-        if name == "nonebot.adapters.onebot.v11":
+        if line.split("|")[2] == " nonebot.adapters.onebot.v11":  # the top-level import
             seen_adapter = True
             continue
         if seen_adapter and self_us.isdigit():
