@@ -118,7 +118,7 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
     """Validate the magic bytes, header and pixel count; return ``(mime, width, height)``.
 
     Cheap (no pixel decoding), so backends can call it on every download; a truncated body is
-    only caught by ``process_image``, which decodes.
+    only caught by ``process_image``, which checks the whole data.
     """
     image, mime = _open(data)
     with image:
@@ -135,10 +135,12 @@ def process_image(data: bytes, *, crop: CropSpec | None, max_bytes: int) -> Proc
     """
     image, mime = _open(data)
     with image:
-        _decode(image, mime)
         box = _crop_box(image.size, crop)
         if box is None and len(data) <= max_bytes:
-            return ProcessedImage(data, mime, image.width, image.height, reencoded=False)
+            width, height = image.size
+            _check_whole(image, mime)
+            return ProcessedImage(data, mime, width, height, reencoded=False)
+        _decode(image, mime)
         icc = _icc_profile(image)
         work = image.crop(box) if box is not None else image
         return _encode_within(work, source_mime=mime, icc=icc, max_bytes=max_bytes)
@@ -216,6 +218,23 @@ def _decode(image: Image.Image, mime: str) -> None:
     """Decode the pixels (first frame), turning truncation and corruption into ``ImageError``."""
     try:
         image.load()
+    except _DECODE_ERRORS as err:
+        raise ImageError(
+            f"{mime} data is truncated or corrupt: {err}", user_message="生成的图片数据不完整"
+        ) from err
+
+
+def _check_whole(image: Image.Image, mime: str) -> None:
+    """Reject truncated data that is sent as is, decoding the pixels only where needed.
+
+    A PNG is checked chunk by chunk up to IEND, CRCs included (~1 ms for a 1024² photo, where
+    decoding takes ~25 ms); other formats decode, which is cheap for them.
+    """
+    if mime != "image/png":
+        _decode(image, mime)
+        return
+    try:
+        image.verify()
     except _DECODE_ERRORS as err:
         raise ImageError(
             f"{mime} data is truncated or corrupt: {err}", user_message="生成的图片数据不完整"

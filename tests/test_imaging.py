@@ -307,6 +307,14 @@ def test_truncated_image_is_rejected(fmt: str) -> None:
         process_image(data[: len(data) // 2], crop=None, max_bytes=BIG_CAP)
 
 
+def test_png_cut_between_chunks_is_rejected() -> None:
+    """A PNG sent as is but missing its final IEND chunk is rejected as truncated."""
+    data = encode(photo(300, 300), "PNG")
+    assert data.endswith(b"IEND\xaeB`\x82")
+    with pytest.raises(ImageError, match="truncated"):
+        process_image(data[:-12], crop=None, max_bytes=BIG_CAP)
+
+
 async def test_async_wrapper_matches_sync() -> None:
     """process_image_async gives the same result as process_image."""
     data = encode(photo(200, 120), "PNG")
