@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import sys
@@ -21,11 +22,10 @@ def fmt(values: list[float], unit: str = "ms", scale: float = 1000.0, digits: in
 
 def machine() -> str:
     """One line naming the machine the figures come from."""
-    import os
-
     return (f"{os.cpu_count()} cores, {platform.machine()}, Python "
             f"{sys.version.split()[0]}, {platform.system()} {platform.release()}")
 
 
 def verdict(ok: bool) -> str:
+    """PASS or FAIL."""
     return "PASS" if ok else "FAIL"
