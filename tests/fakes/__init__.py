@@ -1,0 +1,37 @@
+"""Local fake upstreams for tests: each an aiohttp app on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""Largest request a fake accepts (image edits upload reference images)."""
+
+
+class LoopbackServer:
+    """Serve the routes a subclass adds in ``routes``; use as ``async with Fake() as fake``."""
+
+    _server: TestServer | None = None
+
+    def routes(self, app: web.Application) -> None:
+        """Add this fake's handlers to ``app``."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Any:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        self.routes(app)
+        self._server = TestServer(app, host="127.0.0.1", port=0)
+        await self._server.start_server()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        await self._server.close()
+
+    def url(self, path: str) -> str:
+        """An absolute URL on this server."""
+        assert self._server is not None
+        return str(self._server.make_url(path))

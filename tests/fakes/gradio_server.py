@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from PIL import Image
+
+from . import LoopbackServer
 
 IMAGE_PATH = "/tmp/gradio/0123abcd/image.png"
 UPLOAD_PATH = "/tmp/gradio/feedbeef/reference.png"
@@ -64,7 +65,7 @@ class Recorded:
     body: bytes
 
 
-class FakeGradio:
+class FakeGradio(LoopbackServer):
     """Configure the public attributes, then use as ``async with FakeGradio() as fake``."""
 
     def __init__(self, *, prefix: str = "/gradio_api") -> None:
@@ -82,29 +83,19 @@ class FakeGradio:
         self.oversized_file = b""
         """When set, every file is this chunk repeated forever (no Content-Length)."""
         self.requests: list[Recorded] = []
-        self._server: TestServer | None = None
 
-    async def __aenter__(self) -> FakeGradio:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/config", self._config)
         app.router.add_post(self.prefix + "/call/{api}", self._call)
         app.router.add_get(self.prefix + "/call/{api}/{event_id}", self._result)
         app.router.add_post(self.prefix + "/upload", self._upload)
         # "/file=<path>" is one path segment followed by the file's own path.
         app.router.add_get(self.prefix + "/{file:file=.*}", self._file)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        await self._server.close()
 
     @property
     def base_url(self) -> str:
         """The app root, as a user would configure it."""
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
+        return self.url("").rstrip("/")
 
     def paths(self, method: str = "") -> list[str]:
         """Paths requested so far (optionally only one method)."""

@@ -14,10 +14,11 @@ import json
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from . import LoopbackServer
 
 
-class FakeLlm:
+class FakeLlm(LoopbackServer):
     """Configure the attributes, enter it, point ``[llm].base_url`` at ``base_url``."""
 
     def __init__(self, answer: str = '{"prompt": "a cat", "style": "anime"}') -> None:
@@ -36,24 +37,14 @@ class FakeLlm:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.paths: list[str] = []
-        self._server: TestServer | None = None
 
-    async def __aenter__(self) -> FakeLlm:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        await self._server.close()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("/v1"))
+        return self.url("/v1")
 
     def _record(self, request: web.Request) -> None:
         self.paths.append(request.path)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
-from aiohttp.test_utils import TestServer
 from PIL import Image
+
+from . import LoopbackServer
 
 ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts", "images"]
 
@@ -70,7 +71,7 @@ class Reply:
     events: list[Any] | None = None  # when set: a 200 SSE stream of these data payloads
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """Configure the public attributes, then use as ``async with FakeOpenAI() as fake``."""
 
     def __init__(self) -> None:
@@ -98,32 +99,19 @@ class FakeOpenAI:
         self.replies: list[Reply] = []
         self.files: dict[str, tuple[bytes, str]] = {}
         self.requests: list[Recorded] = []
-        self._server: TestServer | None = None
 
-    async def __aenter__(self) -> FakeOpenAI:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/images/generations", self._images)
         app.router.add_post("/v1/images/edits", self._images)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/files/{name}", self._file)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-        await self._server.start_server()
         self.files.setdefault("image.png", (self.image, "image/png"))
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        await self._server.close()
 
     @property
     def base_url(self) -> str:
         """The ``base_url`` to configure (ends in ``/v1``)."""
         return self.url("/v1")
-
-    def url(self, path: str) -> str:
-        assert self._server is not None
-        return str(self._server.make_url(path))
 
     @property
     def b64(self) -> str:
