@@ -85,7 +85,9 @@ def _open_store():
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
     nonebot.init(driver="~none")
-    return SettingsStore(resolve_config_path())
+    store = SettingsStore(resolve_config_path())
+    store.load()  # creates the file from the example when missing, like the bot does
+    return store
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -116,10 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _draw(args: argparse.Namespace) -> int:
     store = _open_store()
-    try:
-        store.reload()
-    except SettingsError as err:
-        return _fail(f"{store.path}: {err}")
+    if store.last_error:
+        return _fail(f"{store.path}: {store.last_error}")
     if args.backend and args.backend not in store.settings.backends:
         return _fail(f"no enabled backend named {args.backend!r} "
                      f"(enabled: {', '.join(sorted(store.settings.backends))})")
@@ -150,10 +150,8 @@ async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResu
 
 def _check(args: argparse.Namespace) -> int:
     store = _open_store()
-    try:
-        store.reload()
-    except SettingsError as err:
-        return _fail(f"{store.path}: {err}")
+    if store.last_error:
+        return _fail(f"{store.path}: {store.last_error}")
     rows = [("config", "ok", str(store.path))]
     rows += asyncio.run(_probe_all(store.settings))
     width = max(len(name) for name, _, _ in rows)
@@ -193,8 +191,9 @@ def _one_line(err: Llm2PicError) -> str:
 
 def _config_get(args: argparse.Namespace) -> int:
     store = _open_store()
+    if store.last_error:
+        return _fail(f"{store.path}: {store.last_error}")
     try:
-        store.reload()
         value = store.get(args.key)
     except SettingsError as err:
         return _fail(str(err))

@@ -238,6 +238,8 @@ class SettingsStore:
 
     def _parse_file(self) -> tuple[Settings, int | None]:
         mtime = self._stat_mtime()
+        if mtime is None:
+            raise SettingsError(f"{self.path} does not exist (deleted?)")
         return parse_settings(self._read_document().unwrap()), mtime
 
     def _apply(self, parsed: tuple[Settings, int | None]) -> None:

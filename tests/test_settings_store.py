@@ -237,3 +237,12 @@ def test_concurrent_edits_are_serialised(tmp_path: Path):
         thread.join()
     limits = tomlkit.parse(path.read_text("utf-8"))["limits"]
     assert (limits["user_per_minute"], limits["max_queue"]) == (rounds, rounds)
+
+
+def test_reload_of_deleted_file_keeps_settings(store: SettingsStore):
+    """`reload` after the file vanished says so and keeps the settings in force."""
+    store.set("limits.max_queue", "6")
+    store.path.unlink()
+    with pytest.raises(SettingsError, match="does not exist"):
+        store.reload()
+    assert store.settings.limits.max_queue == 6
