@@ -12,7 +12,9 @@ from .config import Config
 
 __plugin_meta__ = PluginMetadata(
     name="LLM 画图",
-    description="群友用一句话要图，LLM 结合聊天记录与人设写提示词，Gradio/OpenAI 后端画图并发回群里",
+    description=(
+        "群友用一句话要图，LLM 结合聊天记录与人设写提示词，Gradio/OpenAI 后端画图并发回群里"
+    ),
     usage=(
         "画图：直接说“画一张猫咪的图片”“帮我画个日落”，或 /pic <描述>\n"
         "自拍：“来张自拍”“发张照片看看”\n"

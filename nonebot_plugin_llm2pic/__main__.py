@@ -76,7 +76,6 @@ def _fail(message: str) -> int:
 def _open_store():
     """The settings store for CLI verbs: NoneBot is initialised bare so localstore resolves."""
     import nonebot
-
     from nonebot.log import logger
 
     from .config import resolve_config_path
@@ -121,8 +120,10 @@ def _draw(args: argparse.Namespace) -> int:
     if store.last_error:
         return _fail(f"{store.path}: {store.last_error}")
     if args.backend and args.backend not in store.settings.backends:
-        return _fail(f"no enabled backend named {args.backend!r} "
-                     f"(enabled: {', '.join(sorted(store.settings.backends))})")
+        return _fail(
+            f"no enabled backend named {args.backend!r} "
+            f"(enabled: {', '.join(sorted(store.settings.backends))})"
+        )
     output = Path(args.output)
     try:
         result = asyncio.run(_draw_once(store, args))
@@ -143,8 +144,13 @@ def _draw(args: argparse.Namespace) -> int:
 async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResult:
     async with new_session() as session:
         pipeline = Pipeline(session, lambda: store.settings)
-        job = DrawJob(text=args.text, selfie=args.selfie, raw=args.raw, backend=args.backend,
-                      aspect=aspect_hint(args.text))
+        job = DrawJob(
+            text=args.text,
+            selfie=args.selfie,
+            raw=args.raw,
+            backend=args.backend,
+            aspect=aspect_hint(args.text),
+        )
         return await pipeline.run(job)
 
 
@@ -162,8 +168,12 @@ def _check(args: argparse.Namespace) -> int:
 
 async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
     """Probe the LLM and every backend concurrently; a row per probe."""
-    routed = {settings.routing.default, settings.routing.anime, settings.routing.real,
-              *settings.routing.fallback} - {""}
+    routed = {
+        settings.routing.default,
+        settings.routing.anime,
+        settings.routing.real,
+        *settings.routing.fallback,
+    } - {""}
     async with new_session() as session:
         pipeline = Pipeline(session, lambda: settings)
 
@@ -178,8 +188,9 @@ async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
                 return name, "FAILED", _one_line(err)
 
         probes = [probe("llm", lambda: probe_llm(session, settings))]
-        probes += [probe(f"backend {name}", pipeline.backend(name).probe)
-                   for name in settings.backends]
+        probes += [
+            probe(f"backend {name}", pipeline.backend(name).probe) for name in settings.backends
+        ]
         return list(await asyncio.gather(*probes))
 
 

@@ -135,7 +135,8 @@ class Pipeline:
         backend_settings = self.settings().backends.get(name)
         if backend_settings is None:
             raise BackendUnavailableError(
-                f"no enabled backend named {name!r}", backend=name,
+                f"no enabled backend named {name!r}",
+                backend=name,
                 user_message=f"没有名为 {name} 的绘图后端",
             )
         cached = self._backends.get(name)
@@ -151,8 +152,9 @@ class Pipeline:
         if ticket is None:
             ticket = self.queue.accept(max_queue=settings.limits.max_queue)
         try:
-            return await asyncio.wait_for(self._run(job, ticket, settings),
-                                          settings.limits.job_timeout)
+            return await asyncio.wait_for(
+                self._run(job, ticket, settings), settings.limits.job_timeout
+            )
         except asyncio.TimeoutError:
             raise JobTimeoutError(f"job exceeded {settings.limits.job_timeout:g}s") from None
         finally:
@@ -173,20 +175,18 @@ class Pipeline:
         )
         started = time.perf_counter()
         candidates = self._candidates(job, settings, style)
-        for index, name in enumerate(candidates):
-            try:
-                image = await self._generate(name, request, ticket, settings)
-                break
-            except BackendError as err:
-                log.warning("backend %s failed: %s", name, err)
-                if job.backend or not err.fallback or index == len(candidates) - 1:
-                    raise
+        image = await self._first_success(
+            candidates, request, ticket, settings, explicit=bool(job.backend)
+        )
         timings["generate"] = time.perf_counter() - started
 
         started = time.perf_counter()
         generation = settings.generation
-        crop = (CropSpec(generation.crop_position, generation.crop_pixels)
-                if generation.crop_enabled and generation.crop_pixels else None)
+        crop = (
+            CropSpec(generation.crop_position, generation.crop_pixels)
+            if generation.crop_enabled and generation.crop_pixels
+            else None
+        )
         processed = await process_image_async(
             image.data, crop=crop, max_bytes=settings.plugin.max_send_bytes
         )
@@ -201,7 +201,11 @@ class Pipeline:
             job.backend or primary_backend(settings, selfie=job.selfie)
         )
         written = await write_prompt(
-            self.session, settings, job.text, job.history, selfie=job.selfie,
+            self.session,
+            settings,
+            job.text,
+            job.history,
+            selfie=job.selfie,
             prompt_style=style_of.prompt_style if style_of else "natural",
         )
         return finalize_prompt(written.prompt, custom), written.style
@@ -215,17 +219,39 @@ class Pipeline:
             names = list(dict.fromkeys([first, *settings.routing.fallback]))
         if not job.references:
             return names
-        able = [n for n in names if n in settings.backends
-                and settings.backends[n].supports_references]
+        able = [
+            n for n in names if n in settings.backends and settings.backends[n].supports_references
+        ]
         if not able:
             raise ReferencesUnsupportedError(
-                f"none of {names} takes reference images", backend=names[0],
+                f"none of {names} takes reference images",
+                backend=names[0],
                 user_message=f"绘图服务 {names[0]} 不支持参考图，请只用文字描述",
             )
         return able
 
-    async def _generate(self, name: str, request: GenerationRequest, ticket: Ticket,
-                        settings: Settings) -> GeneratedImage:
+    async def _first_success(
+        self,
+        candidates: list[str],
+        request: GenerationRequest,
+        ticket: Ticket,
+        settings: Settings,
+        *,
+        explicit: bool,
+    ) -> GeneratedImage:
+        """Try the candidates in order until one draws (SPEC §4 fallback rules)."""
+        for index, name in enumerate(candidates):
+            try:
+                return await self._generate(name, request, ticket, settings)
+            except BackendError as err:
+                log.warning("backend %s failed: %s", name, err)
+                if explicit or not err.fallback or index == len(candidates) - 1:
+                    raise
+        raise AssertionError("routing produced no candidate backend")
+
+    async def _generate(
+        self, name: str, request: GenerationRequest, ticket: Ticket, settings: Settings
+    ) -> GeneratedImage:
         """One backend, its own retries included, holding that backend's slot."""
         backend = self.backend(name)
         started = time.perf_counter()
@@ -250,9 +276,13 @@ async def fetch_references(
     session: aiohttp.ClientSession, urls: Sequence[str], *, proxy: str = ""
 ) -> tuple[ReferenceImage, ...]:
     """Download reference images from chat (http(s) only, capped, image bytes only)."""
-    options = RequestOptions(backend="参考图", timeout=REFERENCE_TIMEOUT,
-                             read_timeout=REFERENCE_TIMEOUT, max_bytes=REFERENCE_MAX_BYTES,
-                             proxy=proxy or None)
+    options = RequestOptions(
+        backend="参考图",
+        timeout=REFERENCE_TIMEOUT,
+        read_timeout=REFERENCE_TIMEOUT,
+        max_bytes=REFERENCE_MAX_BYTES,
+        proxy=proxy or None,
+    )
     references = []
     for url in urls[:MAX_REFERENCES]:
         try:
@@ -261,8 +291,9 @@ async def fetch_references(
             raise ReferenceImageError(f"reference download failed: {err}") from err
         mime = sniff_mime(data)
         if mime is None:
-            raise ReferenceImageError("reference is not an image",
-                                  user_message="参考图不是有效的图片，请换一张")
+            raise ReferenceImageError(
+                "reference is not an image", user_message="参考图不是有效的图片，请换一张"
+            )
         references.append(ReferenceImage(data=data, mime=mime))
     return tuple(references)
 
@@ -291,6 +322,7 @@ def save_result(directory: Path, result: DrawResult, request_text: str) -> Path:
         "width": result.image.width,
         "height": result.image.height,
     }
-    (directory / f"{stem}.json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=2),
-                                            "utf-8")
+    (directory / f"{stem}.json").write_text(
+        json.dumps(sidecar, ensure_ascii=False, indent=2), "utf-8"
+    )
     return image_path

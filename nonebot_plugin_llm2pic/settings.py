@@ -9,7 +9,7 @@ value given.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -42,7 +42,7 @@ class PluginSection(_Section):
     reply_to_request: bool = True
     ack_message: str = "收到，正在画…"
     send_mode: Literal["base64", "file"] = "base64"
-    max_send_bytes: int = Field(4_000_000, ge=100_000)
+    max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     save_images: bool = False
 
 
@@ -57,11 +57,11 @@ class LlmSection(_Section):
     api_key: str = ""
     model: str = ""
     stream: bool = False
-    timeout: float = Field(60, gt=0)
-    temperature: float = Field(0.7, ge=0, le=2)
+    timeout: float = Field(default=60, gt=0)
+    temperature: float = Field(default=0.7, ge=0, le=2)
     system_prompt: str = ""
-    context_message_limit: int = Field(20, ge=0)
-    context_time_minutes: int = Field(30, ge=0)
+    context_message_limit: int = Field(default=20, ge=0)
+    context_time_minutes: int = Field(default=30, ge=0)
     judge_intent: bool = False
     proxy: str = ""
 
@@ -84,18 +84,18 @@ class GenerationSection(_Section):
     banned_words: list[str] = []
     crop_enabled: bool = False
     crop_position: CropPosition = "bottom"
-    crop_pixels: int = Field(40, ge=0, le=4096)
+    crop_pixels: int = Field(default=40, ge=0, le=4096)
 
 
 class LimitsSection(_Section):
-    user_cooldown_seconds: float = Field(30, ge=0)
-    user_per_minute: int = Field(5, ge=0)
-    user_daily_quota: int = Field(20, ge=0)
-    group_daily_quota: int = Field(100, ge=0)
+    user_cooldown_seconds: float = Field(default=30, ge=0)
+    user_per_minute: int = Field(default=5, ge=0)
+    user_daily_quota: int = Field(default=20, ge=0)
+    group_daily_quota: int = Field(default=100, ge=0)
     quota_timezone: str = ""
-    job_timeout: float = Field(300, gt=0)
-    max_concurrency: int = Field(2, ge=1)
-    max_queue: int = Field(20, ge=1)
+    job_timeout: float = Field(default=300, gt=0)
+    max_concurrency: int = Field(default=2, ge=1)
+    max_queue: int = Field(default=20, ge=1)
     superusers_exempt: bool = True
 
     @model_validator(mode="after")
@@ -115,8 +115,8 @@ class LimitsSection(_Section):
 class _BackendBase(_Section):
     enabled: bool = True
     base_url: str
-    timeout: float = Field(120, gt=0)
-    retries: int = Field(2, ge=0, le=10)
+    timeout: float = Field(default=120, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
     proxy: str = ""
     prompt_style: PromptStyle = "natural"
 
@@ -126,11 +126,11 @@ class GradioBackendSettings(_BackendBase):
     api_name: str = "generate"
     token: str = ""
     resolution: str = "1024x1024 ( 1:1 )"
-    steps: int = Field(8, ge=1)
+    steps: int = Field(default=8, ge=1)
     shift: float = 3
     seed: int = -1
     inputs: list[Any] | None = None
-    output_index: int = Field(0, ge=0)
+    output_index: int = Field(default=0, ge=0)
 
     @property
     def supports_references(self) -> bool:
@@ -147,7 +147,7 @@ class OpenAIBackendSettings(_BackendBase):
     model: str = "gpt-image-1"
     size: str = "1024x1024"
     use_sse: bool = False
-    timeout: float = Field(180, gt=0)
+    timeout: float = Field(default=180, gt=0)
     response_format: Literal["", "b64_json", "url"] = ""
     quality: str = ""
 
@@ -158,7 +158,7 @@ class OpenAIBackendSettings(_BackendBase):
 
 
 BackendSettings = Annotated[
-    Union[GradioBackendSettings, OpenAIBackendSettings], Field(discriminator="type")
+    GradioBackendSettings | OpenAIBackendSettings, Field(discriminator="type")
 ]
 
 BUILTIN_BACKENDS: dict[str, dict[str, Any]] = {
@@ -250,18 +250,17 @@ def settings_error_from(err: ValidationError) -> SettingsError:
             del loc[2]
         key = ".".join(loc)
         kind = item["type"]
-        if kind == "value_error":
-            # Our model validators name their own key: "routing.default: …".
-            message = str(item.get("ctx", {}).get("error", item["msg"]))
-            head = message.split(" ", 1)[0]
-            key = head[:-1] if head.endswith(":") else key
+        message = str(item.get("ctx", {}).get("error", item["msg"]))
+        head = message.split(" ", 1)[0]
+        if kind == "value_error" and head.endswith(":"):
+            key = head[:-1]  # our model validators name their own key: "routing.default: …"
         first_key = first_key or key
         if kind == "extra_forbidden":
             lines.append(f"{key}: unknown key (check the spelling; see config.example.toml)")
         elif kind == "missing":
             lines.append(f"{key}: required key is missing")
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-            lines.append(f"{key}: backend needs type = \"gradio\" or \"openai\"")
+            lines.append(f'{key}: backend needs type = "gradio" or "openai"')
         elif kind == "value_error":
             lines.append(message if message.startswith(f"{key}:") else f"{key}: {message}")
         else:

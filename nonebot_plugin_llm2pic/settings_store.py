@@ -143,8 +143,11 @@ class SettingsStore:
         try:
             self.reload()
         except SettingsError as err:
-            log.error("config %s changed on disk but is invalid, keeping the last good one: %s",
-                      self.path, err)
+            log.error(
+                "config %s changed on disk but is invalid, keeping the last good one: %s",
+                self.path,
+                err,
+            )
             return False
         log.info("config %s changed on disk, reloaded", self.path)
         return True
@@ -177,8 +180,9 @@ class SettingsStore:
     def set(self, key: str, raw: str) -> EditResult:
         """Set a dotted key from its text form; validates everything before writing."""
         if len(raw) > MAX_VALUE_CHARS:
-            raise SettingsError(f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)",
-                                key=key)
+            raise SettingsError(
+                f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)", key=key
+            )
         if not raw.isascii():
             try:  # a lone surrogate from a chat client's JSON cannot be written as UTF-8
                 raw.encode("utf-8")
@@ -302,8 +306,9 @@ def field_annotation(key: str, document: Any, settings: Settings) -> Any:
     """The type annotation of the field a dotted key names, or ``SettingsError`` if none."""
     parts = _split_key(key)
     if len(parts) == 1 and parts[0] in Settings.model_fields:
-        raise SettingsError(f"{key}: is a section, name one of its keys (see /llm2pic show {key})",
-                            key=key)
+        raise SettingsError(
+            f"{key}: is a section, name one of its keys (see /llm2pic show {key})", key=key
+        )
     if parts[0] == "backends" and len(parts) == 2:
         return dict  # a whole backend as an inline table: {type = "gradio", base_url = "…"}
     if parts[0] == "backends" and len(parts) == 3:
@@ -315,7 +320,7 @@ def field_annotation(key: str, document: Any, settings: Settings) -> Any:
         model = _BACKEND_MODELS.get(str(kind))
         if model is None:
             raise SettingsError(
-                f"{key}: set backends.{parts[1]}.type (\"gradio\" or \"openai\") first", key=key
+                f'{key}: set backends.{parts[1]}.type ("gradio" or "openai") first', key=key
             )
         parts = parts[2:]
     elif len(parts) == 2 and parts[0] in Settings.model_fields and parts[0] != "backends":
@@ -323,7 +328,8 @@ def field_annotation(key: str, document: Any, settings: Settings) -> Any:
         parts = parts[1:]
     else:
         raise SettingsError(f"{key}: unknown key{_hint(key, settings)}", key=key)
-    assert isinstance(model, type) and issubclass(model, BaseModel)
+    assert isinstance(model, type)
+    assert issubclass(model, BaseModel)
     field = model.model_fields.get(parts[0])
     if field is None:
         raise SettingsError(f"{key}: unknown key{_hint(key, settings)}", key=key)
@@ -331,7 +337,7 @@ def field_annotation(key: str, document: Any, settings: Settings) -> Any:
 
 
 def convert_value(key: str, raw: str, document: Any, settings: Settings) -> Any:
-    """Text from chat/CLI → a TOML value of the field's type (``set persona.name 1999`` → "1999")."""
+    """Chat/CLI text → a TOML value of the field's type (``set persona.name 1999`` → "1999")."""
     annotation = field_annotation(key, document, settings)
     text = raw.strip()
     if annotation is str or _is_str_literal(annotation):
@@ -342,8 +348,9 @@ def convert_value(key: str, raw: str, document: Any, settings: Settings) -> Any:
         raise SettingsError(f"{key}: expected {_type_name(annotation)}, got {text[:60]!r}", key=key)
     out_of_range = isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX
     if out_of_range and not isinstance(value, bool):
-        raise SettingsError(f"{key}: {text[:60]} is out of range (TOML integers are 64-bit)",
-                            key=key)
+        raise SettingsError(
+            f"{key}: {text[:60]} is out of range (TOML integers are 64-bit)", key=key
+        )
     return value
 
 
@@ -387,5 +394,3 @@ def _all_keys(tree: Any, prefix: str = "") -> Iterator[str]:
             yield from _all_keys(value, f"{key}.")
         else:
             yield key
-
-

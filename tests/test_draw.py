@@ -25,7 +25,8 @@ from nonebug import App
 from PIL import Image
 
 from .conftest import SUPERUSER_ID
-from .fakes.openai_server import FakeOpenAI, Reply as FakeReply, make_png
+from .fakes.openai_server import FakeOpenAI, make_png
+from .fakes.openai_server import Reply as FakeReply
 from .utils import SELF_ID, group_message, private_message
 
 ACK = "收到，正在画…"

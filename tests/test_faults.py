@@ -25,8 +25,6 @@ from nonebot_plugin_llm2pic.exceptions import (
 from nonebot_plugin_llm2pic.pipeline import DrawJob, Pipeline, fetch_references
 
 from .fakes.gradio_server import FakeGradio, sse, zimage_outputs
-from .fakes.llm_server import FakeLlm
-from .fakes.openai_server import FakeOpenAI, Reply
 from .fakes.harness import (
     elapsed,
     gradio_backend,
@@ -35,6 +33,8 @@ from .fakes.harness import (
     png,
     settings_for,
 )
+from .fakes.llm_server import FakeLlm
+from .fakes.openai_server import FakeOpenAI, Reply
 
 JOB = DrawJob(text="一只猫")
 QUOTA_TEXT = "You have exceeded your GPU quota (60s requested vs. 0s left). Try again in 1:00:00"
@@ -362,11 +362,9 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
     next step), and the queue is empty at the end."""
     import base64
 
-    from .fakes.harness import png_claiming
+    from .fakes.harness import SECRET, png_claiming
     from .onebot_client import OneBotClient, ServeProcess, message_segments, message_text
     from .test_chat_e2e import sent_image, write_config
-
-    from .fakes.harness import SECRET
 
     fake.api_key = SECRET  # every step's replies and the whole log are searched for it below
     server = ServeProcess(tmp_path)

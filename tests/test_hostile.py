@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from nonebot_plugin_llm2pic.exceptions import (
     BackendConnectionError,
@@ -233,7 +235,7 @@ def store(tmp_path: Path) -> SettingsStore:
         ("llm.temperature", "nan", "temperature"),
         ("limits.user_daily_quota", str(2**63), "64-bit"),
         ("plugin.blocked_users", "5", "list"),
-        ("plugin.blocked_users", '[{a = 1}]', "blocked_users"),
+        ("plugin.blocked_users", "[{a = 1}]", "blocked_users"),
         ("routing.fallback", '["zimage", "ghost"]', "not an enabled backend"),
         ("backends.zimage", '"just text"', "backends.zimage"),
         ("backends.evil", '{type = "shell", base_url = "x"}', "type"),

@@ -1,7 +1,6 @@
 """Intent detection on real-looking group messages (SPEC §3): kind, explicit, subject, aspect."""
 
 # Real chat messages use full-width punctuation and letters; that is what these tests feed in.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The prompt writer against a local fake LLM: what it sends, what it parses, how it falls back."""
 
 # Chat text is Chinese with full-width punctuation on purpose.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 

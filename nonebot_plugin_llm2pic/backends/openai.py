@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
 from ..exceptions import BackendUnavailableError, ContentPolicyError, StreamError, UpstreamError
 from ..imaging import in_worker, sniff_mime
 from ..settings import OpenAIBackendSettings, resolve_secret

@@ -15,13 +15,14 @@ from nonebot.matcher import Matcher
 from nonebot.params import CommandArg
 from nonebot.permission import SUPERUSER
 
+from .. import state
 from ..exceptions import SettingsError
 from ..settings_store import is_secret_key
-from .. import state
 from ..state import groups, store
 
 USAGE = (
-    "用法：/llm2pic show [节] | get <键> | set <键> <值> | unset <键> | reload | status | on | off\n"
+    "用法：/llm2pic show [节] | get <键> | set <键> <值> | unset <键> | reload | status"
+    " | on | off\n"
     "键用点号路径，如 limits.user_cooldown_seconds、backends.openai.model"
 )
 MAX_REPLY_CHARS = 3000

@@ -112,14 +112,16 @@ def _has_image(event: MessageEvent) -> bool:
     return event.reply is not None and any(seg.type == "image" for seg in event.reply.message)
 
 
-pic_cmd = on_command(settings_at_start.plugin.command, rule=_pic_rule, priority=PRIORITY,
-                     block=True)
+pic_cmd = on_command(
+    settings_at_start.plugin.command, rule=_pic_rule, priority=PRIORITY, block=True
+)
 natural = on_message(rule=_natural_rule, priority=PRIORITY + 1, block=True)
 
 
 @pic_cmd.handle()
-async def handle_pic(bot: Bot, event: MessageEvent, matcher: Matcher,
-                     arg: Message = CommandArg()) -> None:
+async def handle_pic(
+    bot: Bot, event: MessageEvent, matcher: Matcher, arg: Message = CommandArg()
+) -> None:
     """`/pic [-r] [-b NAME] <描述>`."""
     settings = await _fresh_settings()
     try:
@@ -133,20 +135,30 @@ async def handle_pic(bot: Bot, event: MessageEvent, matcher: Matcher,
     if backend and backend not in settings.backends:
         names = "、".join(sorted(settings.backends))
         await matcher.finish(f"没有名为 {backend} 的后端，可用：{names}")
-    job = DrawJob(text=text, raw=raw, backend=backend, aspect=aspect_hint(text),
-                  history=_history(event, settings, event.get_plaintext()))
+    job = DrawJob(
+        text=text,
+        raw=raw,
+        backend=backend,
+        aspect=aspect_hint(text),
+        history=_history(event, settings, event.get_plaintext()),
+    )
     await _accept(bot, event, matcher, await _with_references(bot, event, job, natural=False))
 
 
 @natural.handle()
-async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher: Matcher,
-                         matcher_state: T_State) -> None:
+async def handle_natural(
+    bot: Bot, event: GroupMessageEvent, matcher: Matcher, matcher_state: T_State
+) -> None:
     """A natural-language or selfie request that passed the rule."""
     settings = await _fresh_settings()
     intent = matcher_state["intent"]
     text = event.get_plaintext().strip()
-    job = DrawJob(text=intent.subject or text, selfie=intent.kind == "selfie",
-                  aspect=aspect_hint(text), history=_history(event, settings, text))
+    job = DrawJob(
+        text=intent.subject or text,
+        selfie=intent.kind == "selfie",
+        aspect=aspect_hint(text),
+        history=_history(event, settings, text),
+    )
     await _accept(bot, event, matcher, await _with_references(bot, event, job, natural=True))
 
 
@@ -179,19 +191,25 @@ async def _fresh_settings() -> Settings:
 def _history(event: MessageEvent, settings: Settings, text: str):
     if not isinstance(event, GroupMessageEvent):
         return ()
-    entries = state.history.recent(str(event.group_id),
-                                   limit=settings.llm.context_message_limit + 1,
-                                   minutes=settings.llm.context_time_minutes)
-    if entries and not entries[-1].is_bot and entries[-1].text == message_text(
-        event.original_message
+    entries = state.history.recent(
+        str(event.group_id),
+        limit=settings.llm.context_message_limit + 1,
+        minutes=settings.llm.context_time_minutes,
+    )
+    if (
+        entries
+        and not entries[-1].is_bot
+        and entries[-1].text == message_text(event.original_message)
     ):
         entries = entries[:-1]  # the request itself is passed separately
-    return tuple(entries[-settings.llm.context_message_limit:]
-                 if settings.llm.context_message_limit else ())
+    return tuple(
+        entries[-settings.llm.context_message_limit :] if settings.llm.context_message_limit else ()
+    )
 
 
-async def _with_references(bot: Bot, event: MessageEvent, job: DrawJob, *,
-                           natural: bool) -> Request:
+async def _with_references(
+    bot: Bot, event: MessageEvent, job: DrawJob, *, natural: bool
+) -> Request:
     """Collect reference image URLs from the message and the message it replies to."""
     urls = _image_urls(event.original_message)
     unreadable = False
@@ -205,8 +223,12 @@ async def _with_references(bot: Bot, event: MessageEvent, job: DrawJob, *,
             unreadable = True
     elif reply is not None:
         urls += _image_urls(reply.message)
-    return Request(job=job, natural=natural, reference_urls=tuple(urls),
-                   reply_unreadable=unreadable and not urls)
+    return Request(
+        job=job,
+        natural=natural,
+        reference_urls=tuple(urls),
+        reply_unreadable=unreadable and not urls,
+    )
 
 
 def _image_urls(message: Message) -> list[str]:
@@ -235,11 +257,13 @@ async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Requ
     limits = settings.limits
     exempt = limits.superusers_exempt and await SUPERUSER(bot, event)
     if not exempt:
-        wait = state.limiter.check(user_id, cooldown=limits.user_cooldown_seconds,
-                                   per_minute=limits.user_per_minute)
+        wait = state.limiter.check(
+            user_id, cooldown=limits.user_cooldown_seconds, per_minute=limits.user_per_minute
+        )
         if wait is not None:
-            await _refuse(bot, event, settings, request,
-                          f"画得太快啦，请 {math.ceil(wait)} 秒后再试")
+            await _refuse(
+                bot, event, settings, request, f"画得太快啦，请 {math.ceil(wait)} 秒后再试"
+            )
             return
     # Cooldown check, queue place and hit with no await in between: two messages from one user
     # arriving together must not both pass the cooldown while the first awaits its quota.
@@ -253,8 +277,11 @@ async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Requ
         state.limiter.hit(user_id)
         try:
             reservation = await state.quota.reserve(
-                user_id=user_id, group_id=group_id, user_limit=limits.user_daily_quota,
-                group_limit=limits.group_daily_quota, tz=limits.quota_timezone,
+                user_id=user_id,
+                group_id=group_id,
+                user_limit=limits.user_daily_quota,
+                group_limit=limits.group_daily_quota,
+                tz=limits.quota_timezone,
             )
         except BaseException as err:
             ticket.close()
@@ -264,16 +291,18 @@ async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Requ
             return
 
     if settings.plugin.ack_message:
-        ahead = ticket.ahead(request.job.backend or primary_backend(
-            settings, selfie=request.job.selfie))
+        ahead = ticket.ahead(
+            request.job.backend or primary_backend(settings, selfie=request.job.selfie)
+        )
         waits = ahead >= limits.max_concurrency  # it will queue: say how many are before it
         ack = settings.plugin.ack_message + (f"（前面还有 {ahead} 个）" if waits else "")
         await _reply(bot, event, settings, ack)
     await state.spawn(_run_job(bot, event, request, ticket, reservation))
 
 
-async def _refuse(bot: Bot, event: MessageEvent, settings: Settings, request: Request,
-                  text: str) -> None:
+async def _refuse(
+    bot: Bot, event: MessageEvent, settings: Settings, request: Request, text: str
+) -> None:
     """Answer a refused request; natural-language ones at most once per user per window."""
     if request.natural and not state.limiter.should_notify(
         event.get_user_id(), window=max(settings.limits.user_cooldown_seconds, 1.0)
@@ -285,8 +314,9 @@ async def _refuse(bot: Bot, event: MessageEvent, settings: Settings, request: Re
 # --- the job -------------------------------------------------------------------------------------
 
 
-async def _run_job(bot: Bot, event: MessageEvent, request: Request, ticket: Ticket,
-                   reservation: Reservation | None) -> None:
+async def _run_job(
+    bot: Bot, event: MessageEvent, request: Request, ticket: Ticket, reservation: Reservation | None
+) -> None:
     """Fetch references, run the pipeline, send the outcome; release quota on failure."""
     delivered = False
     try:
@@ -294,8 +324,9 @@ async def _run_job(bot: Bot, event: MessageEvent, request: Request, ticket: Tick
         settings = state.store.settings
         job = request.job
         if request.reference_urls:
-            references = await fetch_references(pipeline.session, request.reference_urls,
-                                                proxy=settings.llm.proxy)
+            references = await fetch_references(
+                pipeline.session, request.reference_urls, proxy=settings.llm.proxy
+            )
             job = replace(job, references=references)
         result = await pipeline.run(job, ticket)
         if settings.plugin.save_images:
@@ -315,8 +346,9 @@ async def _run_job(bot: Bot, event: MessageEvent, request: Request, ticket: Tick
             await asyncio.shield(state.quota.release(reservation))
 
 
-async def _send_result(bot: Bot, event: MessageEvent, settings: Settings,
-                       result: DrawResult) -> bool:
+async def _send_result(
+    bot: Bot, event: MessageEvent, settings: Settings, result: DrawResult
+) -> bool:
     """Send the image once; a failure becomes a text notice, never a resend."""
     if settings.plugin.send_mode == "file":
         path = await asyncio.to_thread(_write_send_file, result)
@@ -327,8 +359,12 @@ async def _send_result(bot: Bot, event: MessageEvent, settings: Settings,
     if settings.plugin.show_prompt:
         message += MessageSegment.text(f"\n提示词：{result.prompt}")
     try:
-        await bot.send(event, message, reply_message=settings.plugin.reply_to_request,
-                       _timeout=IMAGE_SEND_TIMEOUT)
+        await bot.send(
+            event,
+            message,
+            reply_message=settings.plugin.reply_to_request,
+            _timeout=IMAGE_SEND_TIMEOUT,
+        )
     except NetworkError as err:
         logger.warning(f"llm2pic image send timed out or failed: {err}")
         await _reply(bot, event, settings, "图片发送超时，可能已经发出；如果没看到，请稍后再试")

@@ -59,6 +59,7 @@ async def record_bot_message(
         return
     text = message_text(Message(data.get("message", "")))
     if text:
-        entry = HistoryEntry(sender=store.settings.persona.name, text=text, time=time.time(),
-                             is_bot=True)
+        entry = HistoryEntry(
+            sender=store.settings.persona.name, text=text, time=time.time(), is_bot=True
+        )
         history.add(str(data["group_id"]), entry)
