@@ -150,6 +150,9 @@ class OpenAIBackendSettings(_BackendBase):
     timeout: float = Field(default=180, gt=0)
     response_format: Literal["", "b64_json", "url"] = ""
     quality: str = ""
+    extra_body: dict[str, Any] = {}
+    """Extra JSON fields for generations/chat requests, e.g. OpenRouter's
+    ``{modalities = ["image", "text"]}``; ``stream`` stays ours."""
 
     @property
     def supports_references(self) -> bool:

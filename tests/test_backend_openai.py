@@ -535,3 +535,18 @@ def test_sliced_base64_rejects_padding_inside_the_data() -> None:
         base64.b64decode(text, validate=True)
     with pytest.raises(binascii.Error):
         _decode_base64(text)
+
+
+async def test_extra_body_reaches_generations_and_chat():
+    """`extra_body` fields (OpenRouter's modalities) are merged into both JSON requests."""
+    async with FakeOpenAI() as fake:
+        async with new_session() as session:
+            for mode in ("images", "chat"):
+                settings = OpenAIBackendSettings(
+                    type="openai", base_url=fake.base_url, api_key="sk-test", mode=mode,
+                    extra_body={"modalities": ["image", "text"], "stream": "ignored"},
+                )
+                await OpenAIBackend("or", settings, session).generate(GenerationRequest("a cat"))
+    for recorded in fake.requests:
+        assert recorded.json["modalities"] == ["image", "text"]
+        assert "stream" not in recorded.json or recorded.json["stream"] is True

@@ -158,9 +158,14 @@ class OpenAIBackend:
     def _images_payload(self, request: GenerationRequest) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self._settings.model, "prompt": request.prompt, "n": 1}
         payload.update(self._optional_fields(request))
+        payload.update(self._extra_fields())
         if self._settings.use_sse:
             payload["stream"] = True  # never partial_images: every partial image is billed
         return payload
+
+    def _extra_fields(self) -> dict[str, Any]:
+        """``extra_body`` without ``stream``: streaming follows ``use_sse`` only."""
+        return {key: value for key, value in self._settings.extra_body.items() if key != "stream"}
 
     def _optional_fields(self, request: GenerationRequest) -> dict[str, str]:
         fields = {
@@ -205,6 +210,7 @@ class OpenAIBackend:
         size = self._size(request)
         if size:
             payload["size"] = size  # relays for image models read it; the ancestor never sent it
+        payload.update(self._extra_fields())
         if self._settings.use_sse:
             payload["stream"] = True
         return payload
