@@ -365,8 +365,8 @@ async def _send_result(
             reply_message=settings.plugin.reply_to_request,
             _timeout=IMAGE_SEND_TIMEOUT,
         )
-    except NetworkError as err:
-        logger.warning(f"llm2pic image send timed out or failed: {err}")
+    except (NetworkError, ApiNotAvailable) as err:
+        logger.warning(f"llm2pic image send timed out or failed: {err!r}")
         await _reply(bot, event, settings, "图片发送超时，可能已经发出；如果没看到，请稍后再试")
         return False
     except ActionFailed as err:
