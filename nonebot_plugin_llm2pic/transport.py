@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from yarl import URL
@@ -235,26 +235,31 @@ async def download(
 ) -> tuple[bytes, str]:
     """GET an http(s) URL (redirects only to http(s)), capped; return ``(body, content type)``.
 
-    Pass options without the backend's Authorization header: the URL may point anywhere.
+    Pass options without the backend's Authorization header when the URL may point anywhere; an
+    Authorization header given is dropped at the first redirect to another origin.
     """
     for _ in range(MAX_REDIRECTS + 1):
         if not _is_http_url(url):
-            raise UpstreamError(
-                f"{opts.backend}: refusing to download non-http(s) URL {url[:100]!r}",
-                backend=opts.backend,
-                user_message=f"绘图服务 {opts.backend} 返回了无效的图片地址",
-            )
+            raise _bad_image_url(opts, f"refusing to download non-http(s) URL {url[:100]!r}")
         async with open_response(session, "GET", url, opts, allow_redirects=False) as resp:
             location = resp.headers.get("Location")
             if resp.status in _REDIRECT_STATUSES and location:
-                url = str(resp.url.join(URL(location)))
+                try:
+                    target = resp.url.join(URL(location))
+                except ValueError as err:
+                    raise _bad_image_url(opts, f"malformed redirect {location[:100]!r}") from err
+                if (target.scheme, target.host, target.port) != (
+                    resp.url.scheme,
+                    resp.url.host,
+                    resp.url.port,
+                ):
+                    # Credentials stay with their origin (Fetch and aiohttp's own redirects do
+                    # the same): a Gradio file may redirect to a CDN that must not see the token.
+                    opts = _without_authorization(opts)
+                url = str(target)
                 continue
             return await read_body(resp, opts), resp.content_type
-    raise UpstreamError(
-        f"{opts.backend}: more than {MAX_REDIRECTS} redirects downloading the image",
-        backend=opts.backend,
-        user_message=f"绘图服务 {opts.backend} 返回了无效的图片地址",
-    )
+    raise _bad_image_url(opts, f"more than {MAX_REDIRECTS} redirects downloading the image")
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backend: str) -> T:
@@ -356,6 +361,19 @@ def _is_http_url(url: str) -> bool:
     except ValueError:
         return False
     return parsed.scheme in _HTTP_SCHEMES and bool(parsed.host)
+
+
+def _bad_image_url(opts: RequestOptions, reason: str) -> UpstreamError:
+    return UpstreamError(
+        f"{opts.backend}: {reason}",
+        backend=opts.backend,
+        user_message=f"绘图服务 {opts.backend} 返回了无效的图片地址",
+    )
+
+
+def _without_authorization(opts: RequestOptions) -> RequestOptions:
+    headers = {k: v for k, v in opts.headers.items() if k.lower() != "authorization"}
+    return replace(opts, headers=headers)
 
 
 def _too_large(opts: RequestOptions) -> ResponseTooLargeError:

@@ -203,7 +203,12 @@ async def upstream() -> AsyncIterator[Upstream]:
 
     @routes.get("/redirect")
     async def redirect(request: web.Request) -> web.Response:
-        raise web.HTTPFound(request.query["to"])
+        # Not HTTPFound: it refuses a malformed target, and upstreams send those too.
+        return web.Response(status=302, headers={"Location": request.query["to"]})
+
+    @routes.get("/auth")
+    async def auth(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("Authorization", "none"))
 
     app = web.Application()
     app.add_routes(routes)
@@ -429,6 +434,34 @@ async def test_download_follows_http_redirect(
     body, content_type = await download(session, upstream.url(f"/redirect?to={target}"), opts())
     assert body.startswith(b"\x89PNG")
     assert content_type == "image/png"
+
+
+async def test_download_drops_credentials_on_cross_origin_redirect(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    """A redirect to another origin is followed without the Authorization header."""
+    target = upstream.url("/auth").replace("127.0.0.1", "localhost")
+    options = opts(headers={"Authorization": "Bearer hf_secret123"})
+    body, _ = await download(session, upstream.url(f"/redirect?to={target}"), options)
+    assert body == b"none"
+
+
+async def test_download_keeps_credentials_on_same_origin_redirect(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    """A redirect within the same origin keeps the Authorization header (a private app's file)."""
+    target = upstream.url("/auth")
+    options = opts(headers={"Authorization": "Bearer hf_secret123"})
+    body, _ = await download(session, upstream.url(f"/redirect?to={target}"), options)
+    assert body == b"Bearer hf_secret123"
+
+
+async def test_download_malformed_redirect_is_upstream_error(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    """A Location header that is not a URL is an UpstreamError, not a bare ValueError."""
+    with pytest.raises(UpstreamError):
+        await download(session, upstream.url("/redirect?to=http://[::1"), opts())
 
 
 @pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
