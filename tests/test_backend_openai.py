@@ -480,6 +480,26 @@ async def test_downloaded_non_image_rejected(
         await make_backend(fake, session).generate(CAT)
 
 
+@pytest.mark.parametrize(
+    ("reply", "use_sse"),
+    [
+        (Reply(200, {"choices": 1}), False),
+        (Reply(200, {"choices": [{"message": {"content": "x", "images": 1}}]}), False),
+        (Reply(events=[{"choices": 1}]), True),
+        (Reply(events=[{"choices": [{"delta": {"images": 7}, "finish_reason": "stop"}]}]), True),
+    ],
+    ids=["choices-int", "images-int", "stream-choices-int", "stream-images-int"],
+)
+async def test_chat_odd_shapes_are_upstream_errors(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, reply: Reply, use_sse: bool
+) -> None:
+    """Non-list ``choices`` or ``images`` in a chat answer are UpstreamErrors, not TypeErrors."""
+    fake.replies = [reply]
+    backend = make_backend(fake, session, mode="chat", use_sse=use_sse)
+    with pytest.raises(UpstreamError):
+        await backend.generate(CAT)
+
+
 async def test_malformed_stream_event(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     """A data event that is not JSON is a StreamError, not a crash."""
     fake.events = ["{not json"]
@@ -506,6 +526,13 @@ async def test_probe_ok(fake: FakeOpenAI, session: aiohttp.ClientSession) -> Non
     status = await make_backend(fake, session).probe()
     assert "gpt-image-1 listed" in status
     assert [r.path for r in fake.requests] == ["/v1/models"]
+
+
+async def test_probe_odd_model_ids(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+    """Model ids that are not strings (a list, a number) are skipped, not a TypeError."""
+    fake.replies = [Reply(200, {"data": [{"id": ["x"]}, {"id": 3}, {"id": "gpt-image-1"}]})]
+    status = await make_backend(fake, session).probe()
+    assert "1 models (gpt-image-1 listed)" in status
 
 
 async def test_probe_bad_key(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:

@@ -116,7 +116,11 @@ class OpenAIBackend:
         models = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(models, list):
             return "reachable, key accepted"
-        ids = {item.get("id") for item in models if isinstance(item, dict)}
+        ids = {
+            item["id"]
+            for item in models
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        }
         listed = "listed" if self._settings.model in ids else "not listed"
         return f"reachable, key accepted, {len(ids)} models ({self._settings.model} {listed})"
 
@@ -266,14 +270,14 @@ class OpenAIBackend:
                 if chunk is None:
                     answer.done = True
                     break
-                for choice in chunk.get("choices") or []:
+                for choice in _list(chunk.get("choices")):
                     if isinstance(choice, dict):
                         self._collect(answer, choice.get("delta"), choice.get("finish_reason"))
         else:
             raw = await read_body(resp, opts)
             body = await in_worker(parse_json_body, raw, resp.content_type, opts)
             self._raise_in_band_error(body)
-            for choice in (body.get("choices") if isinstance(body, dict) else None) or []:
+            for choice in _list(body.get("choices") if isinstance(body, dict) else None):
                 if isinstance(choice, dict):
                     self._collect(answer, choice.get("message"), choice.get("finish_reason"))
         return await self._image_from_chat(answer, opts)
@@ -294,7 +298,7 @@ class OpenAIBackend:
                 if part.get("type") == "text" and isinstance(part.get("text"), str):
                     answer.text.append(part["text"])
                 answer.image_urls += _image_url_of(part)
-        for image in message.get("images") or []:
+        for image in _list(message.get("images")):
             answer.image_urls += _image_url_of(image)
 
     async def _image_from_chat(self, answer: _ChatAnswer, opts: RequestOptions) -> GeneratedImage:
@@ -447,6 +451,11 @@ def _decode_base64(text: str) -> bytes:
 
 def _is_event_stream(resp: aiohttp.ClientResponse) -> bool:
     return resp.content_type == "text/event-stream"
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` when the upstream sent a JSON array there, else nothing to iterate."""
+    return value if isinstance(value, list) else []
 
 
 def _first_item(answer: Any) -> dict[str, Any] | None:
