@@ -52,6 +52,7 @@ from .fakes.gradio_server import (
     sse,
     zimage_outputs,
 )
+from .fakes.raw_http import RawHttpServer, http_response
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "tests" / "gradio_apps" / "zimage_app.py"
@@ -546,6 +547,27 @@ async def test_output_shapes(fake: FakeGradio, session: aiohttp.ClientSession, s
     )
     assert result.data == fake.files[IMAGE_PATH]
     assert result.mime == "image/png"
+
+
+@pytest.mark.parametrize("url", ["http://", "http://[bad/image.png"])
+async def test_unusable_output_url(
+    fake: FakeGradio, session: aiohttp.ClientSession, url: str
+) -> None:
+    """An output URL that does not parse is an UpstreamError, not a bare ValueError."""
+    fake.stream = [sse("complete", [url])]
+    with pytest.raises(UpstreamError):
+        await GradioBackend("zimage", settings(fake.base_url), session).generate(
+            GenerationRequest(prompt="x")
+        )
+
+
+async def test_probe_odd_dependencies(session: aiohttp.ClientSession) -> None:
+    """A /config whose dependencies are not a list means no endpoint, not a TypeError."""
+    async with RawHttpServer() as raw:
+        raw.script = [http_response({"version": "6.0.0", "dependencies": 1})]
+        backend = GradioBackend("zimage", settings(raw.url("")), session)
+        with pytest.raises(BackendUnavailableError):
+            await backend.probe()
 
 
 async def test_output_index(fake: FakeGradio, session: aiohttp.ClientSession) -> None:

@@ -156,9 +156,10 @@ class GradioBackend:
         """GET ``/config`` with the token: reachable, token accepted, endpoint present."""
         config = await self._config(self._options(PROBE_TIMEOUT))
         api_name = self._settings.api_name.strip("/")
+        dependencies = config.get("dependencies")
         names = {
             str(dep.get("api_name") or "").strip("/")
-            for dep in config.get("dependencies") or []
+            for dep in (dependencies if isinstance(dependencies, list) else [])
             if isinstance(dep, dict)
         }
         if api_name not in names:
@@ -308,7 +309,10 @@ class GradioBackend:
 
     async def _download(self, url: str) -> tuple[bytes, str]:
         """Fetch the image; the token goes only to the app itself, never to a foreign host."""
-        same_origin = URL(url).origin() == URL(self._base_url).origin()
+        try:
+            same_origin = URL(url).origin() == URL(self._base_url).origin()
+        except ValueError:
+            same_origin = False  # not a usable URL: download() refuses it with an UpstreamError
         opts = self._options(
             self._settings.timeout, max_bytes=MAX_IMAGE_BYTES, with_token=same_origin
         )
