@@ -73,6 +73,8 @@ MAX_KNOWN_SECRETS = 64
 MIN_MASKED_SECRET = 6
 """Shorter credentials are not masked by value: they would mangle ordinary words."""
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{200,}")
+_HEADER_CONTROL_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What aiohttp refuses in a header value (its ``_safe_header``): CR, LF, NUL and friends."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,15 @@ class RequestOptions:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, value in self.headers.items():
+            if _HEADER_CONTROL_CHAR.search(value):
+                # aiohttp would refuse it with a bare ValueError on every attempt.
+                raise BackendUnavailableError(
+                    f"{self.backend}: the {name} header holds a control character "
+                    "(a line end copied with the key?)",
+                    backend=self.backend,
+                    user_message=f"绘图服务 {self.backend} 的密钥含有换行等控制字符",
+                )
         # A relay may echo the key back in an error body, whatever its shape: remember it so
         # safe_excerpt can mask it even where _SECRET_LIKE sees no known prefix.
         scheme, _, credential = self.headers.get("Authorization", "").partition(" ")

@@ -435,6 +435,17 @@ async def test_env_key_is_resolved(
     assert fake.requests[0].headers["Authorization"] == "Bearer sk-test"
 
 
+async def test_key_with_line_end_is_unavailable(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with a stray CR (a CRLF .env file) is BackendUnavailableError, not a ValueError."""
+    monkeypatch.setenv("LLM2PIC_TEST_KEY", "sk-crlf-0123456789\r")
+    with pytest.raises(BackendUnavailableError) as caught:
+        await make_backend(fake, session, api_key="env:LLM2PIC_TEST_KEY").generate(CAT)
+    assert "0123456789" not in str(caught.value)
+    assert fake.requests == []
+
+
 async def test_5xx_retried_then_success(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     """A 503 with a short Retry-After is retried and the next answer is used."""
     fake.replies = [Reply(503, "overloaded", {"retry-after-ms": "10"})]
