@@ -6,6 +6,8 @@ Matchers and the CLI are the only places that catch broadly; they show ``user_me
 
 from __future__ import annotations
 
+from .retry import RETRYABLE_STATUSES
+
 
 class Llm2PicError(Exception):
     """Base of every error this plugin raises on purpose."""
@@ -71,7 +73,7 @@ class BackendStatusError(BackendError):
         self.status = status
         self.body = body
         self.retry_after = retry_after
-        self.retryable = status in (408, 409, 429) or status >= 500
+        self.retryable = status in RETRYABLE_STATUSES
 
 
 class BackendAuthError(BackendStatusError):
