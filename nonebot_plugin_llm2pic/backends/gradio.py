@@ -215,7 +215,8 @@ class GradioBackend:
                     except ValueError:
                         outputs = None
                     if not isinstance(outputs, list):
-                        raise self._no_image(f"complete data is not a list: {event.data[:100]!r}")
+                        excerpt = safe_excerpt(event.data[:100].encode())
+                        raise self._no_image(f"complete data is not a list: {excerpt}")
                     return outputs
                 if event.event == "error":
                     raise self._error_event(event)
