@@ -5,14 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from nonebot_plugin_llm2pic.backends.base import GenerationRequest, ReferenceImage
-from nonebot_plugin_llm2pic.backends.openai import BASE64_SLICE, OpenAIBackend, _decode_base64
+from nonebot_plugin_llm2pic.backends.openai import (
+    BASE64_SLICE,
+    LONG_PAYLOAD,
+    OpenAIBackend,
+    _compact_base64,
+    _decode_base64,
+    _image_in_text,
+)
 from nonebot_plugin_llm2pic.exceptions import (
     BackendAuthError,
     BackendStatusError,
@@ -573,6 +584,73 @@ def test_sliced_base64_rejects_padding_inside_the_data() -> None:
         base64.b64decode(text, validate=True)
     with pytest.raises(binascii.Error):
         _decode_base64(text)
+
+
+def _regex_reading(text: str) -> tuple[str, str] | None:
+    """How chat text was read before: plain regex searches over the whole text (the oracle)."""
+    for pattern, group in (
+        (r"!\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?[^)]*\)", 1),
+        (r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_-]+", 0),
+        (r"https?://[^\s<>\"')\]]+", 0),
+    ):
+        match = re.search(pattern, text)
+        if match is not None:
+            return "url", match.group(group)
+    stripped = text.strip()
+    if re.fullmatch(r"[A-Za-z0-9+/\r\n]{64,}={0,2}", stripped):
+        return "base64", stripped
+    return None
+
+
+_LONG = base64.b64encode(bytes(range(256)) * (LONG_PAYLOAD // 100)).decode()
+_HUGE = "A" * (BASE64_SLICE + 5)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"好的：![image](data:image/png;base64,{_LONG})\n",
+        f"![a](<data:image/png;base64,{_LONG}> \"title\") and ![b](https://x.test/b.png)",
+        f"see data:image/png;base64,{_LONG}. Done, data:image/png;base64,{_LONG[:50]}",
+        f"data:image/png;base64,{_LONG}https://x.test/a.png then ![x](https://x.test/b.png)",
+        f"data:image/png;base64,{_LONG}-data:image/jpeg;base64,{_LONG}",
+        f"![broken](data:image/png;base64,{_LONG}\n{_LONG})",
+        f"{_LONG}\n\nfull size: https://x.test/full.png",
+        f"{_LONG}\n\n![full](https://x.test/full.png)",
+        f"x;base64,{_LONG}https://x.test/a.png",
+        f"data:image/png;base64,{_HUGE}.",
+        f"  {_LONG[:200]}\r\n{_LONG[200:400]}==\n",
+        _HUGE,
+        f"{_LONG}===",
+        "A" * 63,
+        "I cannot draw that, sorry.",
+        "",
+    ],
+    ids=lambda text: f"{len(text)}:{text[:12]!r}",
+)
+def test_chat_text_reading_matches_the_regex_search(text: str) -> None:
+    """The linear chat-text reader finds what a plain regex search over the whole text finds."""
+    assert _image_in_text(text) == _regex_reading(text)
+
+
+def test_compact_base64_drops_whitespace_across_slices() -> None:
+    """Whitespace is removed and padding added whatever the slice boundaries."""
+    text = (" " * 3 + "AB\r\n") * (BASE64_SLICE // 3) + "A"
+    expected = "AB" * (BASE64_SLICE // 3) + "A"
+    assert _compact_base64(text) == expected + "=" * (-len(expected) % 4)
+
+
+_FRAGMENTS = [
+    _LONG, _LONG[:70], "data:image/png;base64,", ";base64,", "![x](", "![", ")", "]", "(", "<",
+    ">", "https://x.test/a.png", "http", "://", " ", "\n", "\r\n", ".", "=", "==", "好", "data",
+]
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=8).map("".join))
+@hyp_settings(max_examples=300, deadline=None)
+def test_chat_text_reading_matches_the_regex_search_on_any_mix(text: str) -> None:
+    """On any mix of payloads, markdown, URLs and separators, both readings agree."""
+    assert _image_in_text(text) == _regex_reading(text)
 
 
 async def test_extra_body_reaches_generations_and_chat():
