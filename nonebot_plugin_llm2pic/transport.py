@@ -330,18 +330,23 @@ def is_content_policy(code: str, message: str) -> bool:
     return code in CONTENT_POLICY_CODES or bool(_CONTENT_POLICY_TEXT.search(message))
 
 
-def _error_fields(body: bytes) -> tuple[str, str]:
-    """``(code, message)`` from an OpenAI-style error body; the raw text when it is not JSON."""
-    try:
-        parsed = jsonlib.loads(body)
-    except (ValueError, RecursionError):
-        return "", body.decode("utf-8", "replace")
-    error = parsed.get("error") if isinstance(parsed, dict) else None
+def error_fields(payload: Any) -> tuple[str, str] | None:
+    """``(code, message)`` of an OpenAI-style ``{"error": {...}}`` or ``{"error": "..."}``."""
+    error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         return str(error.get("code") or error.get("type") or ""), str(error.get("message") or "")
     if isinstance(error, str):
         return "", error
-    return "", body.decode("utf-8", "replace")
+    return None
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    """``(code, message)`` from an OpenAI-style error body; the raw text when it is not one."""
+    try:
+        parsed = jsonlib.loads(body)
+    except (ValueError, RecursionError):
+        parsed = None
+    return error_fields(parsed) or ("", body.decode("utf-8", "replace"))
 
 
 def safe_excerpt(body: bytes) -> str:

@@ -25,6 +25,7 @@ from ..sse import ServerSentEvent
 from ..transport import (
     RequestOptions,
     download,
+    error_fields,
     is_content_policy,
     iter_events,
     open_response,
@@ -379,12 +380,7 @@ class OpenAIBackend:
         """An ``{"error": {...}}`` object inside a 200 answer or a stream becomes a typed error."""
         if not isinstance(payload, dict) or not payload.get("error"):
             return
-        error = payload["error"]
-        if isinstance(error, dict):
-            code = str(error.get("code") or error.get("type") or "")
-            message = str(error.get("message") or "")
-        else:
-            code, message = "", str(error)
+        code, message = error_fields(payload) or ("", str(payload["error"]))
         excerpt = safe_excerpt(message.encode())
         if is_content_policy(code, message):
             raise ContentPolicyError(
