@@ -99,8 +99,9 @@ class BackendTimeoutError(BackendError):
 
 
 class StreamError(BackendError):
-    """A stream was cut or malformed before a complete image arrived ("生成中断")."""
+    """A stream was cut or malformed before a complete image arrived."""
 
+    user_message = "生成中断，请稍后再试"
     retryable = True
 
 

@@ -413,9 +413,7 @@ def _translate(err: BaseException, opts: RequestOptions) -> BackendError:
         )
     if isinstance(err, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         return StreamError(
-            f"{name}: response cut off: {safe_excerpt(str(err).encode())}",
-            backend=name,
-            user_message="生成中断，请稍后再试",
+            f"{name}: response cut off: {safe_excerpt(str(err).encode())}", backend=name
         )
     return BackendConnectionError(
         # aiohttp quotes the offending bytes (a whole base64 image) in protocol errors.

@@ -222,9 +222,7 @@ class GradioBackend:
                     raise self._error_event(event)
                 # generating (intermediate outputs), heartbeat and anything new: keep waiting.
         raise StreamError(
-            f"{self.name}: result stream ended without a complete event",
-            backend=self.name,
-            user_message="生成中断，请稍后再试",
+            f"{self.name}: result stream ended without a complete event", backend=self.name
         )
 
     def _error_event(self, event: ServerSentEvent) -> UpstreamError:

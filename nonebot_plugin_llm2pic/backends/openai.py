@@ -442,9 +442,7 @@ class OpenAIBackend:
         )
 
     def _cut(self, reason: str) -> StreamError:
-        return StreamError(
-            f"{self.name}: {reason}", backend=self.name, user_message="生成中断，请稍后再试"
-        )
+        return StreamError(f"{self.name}: {reason}", backend=self.name)
 
 
 def _decode_base64(text: str) -> bytes:
