@@ -52,7 +52,8 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 ERROR_EXCERPT_CHARS = 300
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_HTTP_SCHEMES = frozenset({"http", "https"})
+HTTP_SCHEMES = frozenset({"http", "https"})
+"""The only URL schemes requested or downloaded."""
 
 CONTENT_POLICY_CODES = frozenset(
     {"content_policy_violation", "moderation_blocked", "sensitive_words_detected", "content_filter"}
@@ -376,7 +377,7 @@ def _is_http_url(url: str) -> bool:
         parsed = URL(url)
     except ValueError:
         return False
-    return parsed.scheme in _HTTP_SCHEMES and bool(parsed.host)
+    return parsed.scheme in HTTP_SCHEMES and bool(parsed.host)
 
 
 def _bad_image_url(opts: RequestOptions, reason: str) -> UpstreamError:

@@ -33,6 +33,7 @@ from ..imaging import sniff_mime
 from ..settings import GradioBackendSettings, resolve_secret
 from ..sse import ServerSentEvent
 from ..transport import (
+    HTTP_SCHEMES,
     MAX_RESPONSE_BYTES,
     RequestOptions,
     download,
@@ -109,7 +110,6 @@ PLACEHOLDERS = (
 
 _SIZE = re.compile(r"(\d+)\s*x\s*(\d+)")
 _HTML_TAG = re.compile(r"<[^>]+>")
-_HTTP_SCHEMES = ("http://", "https://")
 
 
 class GradioBackend:
@@ -297,10 +297,10 @@ class GradioBackend:
         """
         if isinstance(ref, dict):
             path, url = ref.get("path"), ref.get("url")
-            if isinstance(path, str) and path and not path.startswith(_HTTP_SCHEMES):
+            if isinstance(path, str) and path and not _is_absolute_http(path):
                 return f"{self._base_url}{prefix}/file={path}"
             ref = url if isinstance(url, str) and url else str(path or "")
-        if ref.startswith(_HTTP_SCHEMES):
+        if _is_absolute_http(ref):
             return ref
         if ref.startswith("/") and "/file=" in ref:
             return str(URL(self._base_url + "/").join(URL(ref)))
@@ -431,6 +431,11 @@ def find_seed(outputs: list[Any], image_index: int) -> int | None:
         if isinstance(value, str) and value.isdigit():
             return int(value)
     return None
+
+
+def _is_absolute_http(ref: str) -> bool:
+    """Whether a Gradio file reference is already an ``http(s)://`` URL rather than a path."""
+    return ref.partition("://")[0] in HTTP_SCHEMES
 
 
 def _orientation(width: int, height: int) -> Aspect:
