@@ -50,6 +50,10 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 """Only this much of an error body is read: enough for any JSON error, never a whole page."""
 
 ERROR_EXCERPT_CHARS = 300
+EXCERPT_SOURCE_BYTES = ERROR_EXCERPT_CHARS * 4
+"""How much of a body an excerpt may show before whitespace is collapsed and it is cut."""
+EXCERPT_MASK_MARGIN = 64
+"""Bytes read past that, at least, so a key-like token starting in the shown part is whole."""
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HTTP_SCHEMES = frozenset({"http", "https"})
@@ -67,7 +71,7 @@ _CONTENT_POLICY_TEXT = re.compile(
 _NO_RETRY_CODES = frozenset({"insufficient_quota", "credit_balance_exhausted"})
 """429s that mean "out of money": waiting will not help."""
 
-_SECRET_LIKE = re.compile(r"\b(sk|hf|key)[-_][A-Za-z0-9_\-]{8,}")
+_SECRET_LIKE = re.compile(r"\b(?P<prefix>sk|hf|key)[-_][A-Za-z0-9_\-]{8,}")
 _KNOWN_SECRETS: dict[str, None] = {}
 """Bearer credentials this process has sent (insertion-ordered, bounded), masked in excerpts."""
 MAX_KNOWN_SECRETS = 64
@@ -352,12 +356,29 @@ def _error_fields(body: bytes) -> tuple[str, str]:
 
 def safe_excerpt(body: bytes) -> str:
     """A short, log-safe excerpt: no key-like tokens, no long base64 runs."""
-    text = body[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", "replace")
-    for secret in _KNOWN_SECRETS:
-        text = text.replace(secret, "****")
-    text = _SECRET_LIKE.sub(lambda m: f"{m.group(1)}-****", text)
-    text = _BASE64_RUN.sub("<base64>", text)
-    text = " ".join(text.split())
+    # Masked before it is cut: a key cut in two would slip past the masks. The text reaches past
+    # the part that may be shown by the longest key, so a key starting in that part is whole.
+    secrets = sorted(_KNOWN_SECRETS, key=len, reverse=True)  # a key's prefix must not win
+    margin = max([EXCERPT_MASK_MARGIN, *(len(secret.encode()) for secret in secrets)])
+    shown = len(body[:EXCERPT_SOURCE_BYTES].decode("utf-8", "replace"))
+    text = body[: EXCERPT_SOURCE_BYTES + margin].decode("utf-8", "replace")
+    known = f"(?P<known>{'|'.join(map(re.escape, secrets))})|" if secrets else ""
+    masks = re.compile(f"{known}{_SECRET_LIKE.pattern}|(?P<base64>{_BASE64_RUN.pattern})")
+    pieces: list[str] = []
+    copied = 0
+    for match in masks.finditer(text):
+        if match.start() >= shown:
+            break
+        if match["base64"]:
+            mask = "<base64>"
+        elif match["prefix"]:
+            mask = f"{match['prefix']}-****"
+        else:
+            mask = "****"
+        pieces += [text[copied : match.start()], mask]
+        copied = match.end()
+    pieces.append(text[copied:shown])
+    text = " ".join("".join(pieces).split())
     return text if len(text) <= ERROR_EXCERPT_CHARS else text[: ERROR_EXCERPT_CHARS - 1] + "…"
 
 

@@ -361,3 +361,16 @@ async def test_echoed_key_without_known_prefix_is_masked():
     assert key not in str(info.value) and key not in info.value.user_message
     assert key not in info.value.body
     assert "has no credit" in str(info.value)
+
+
+@pytest.mark.parametrize("filler", [" " * 1190, "A" * 1189 + " "], ids=["blank", "base64"])
+@pytest.mark.parametrize("key", ["relaytoken0123456789abcdef", "sk-proj-0123456789abcdef"],
+                         ids=["known-key", "key-like"])
+def test_key_cut_at_the_excerpt_boundary_is_masked(filler: str, key: str):
+    """A key straddling the end of what an excerpt reads (1200 bytes) is masked, not shown cut."""
+    from nonebot_plugin_llm2pic.transport import RequestOptions, safe_excerpt
+
+    RequestOptions(backend="relay", timeout=5, headers={"Authorization": f"Bearer {key}"})
+    body = f"error {filler}{key} has no credit".encode()
+    assert body.index(key.encode()) == 1196  # the first 4 characters fall inside the 1200
+    assert key[:4] not in safe_excerpt(body)
