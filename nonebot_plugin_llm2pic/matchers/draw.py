@@ -34,6 +34,7 @@ from nonebot.typing import T_State
 from .. import state
 from ..config import data_dir
 from ..exceptions import Llm2PicError
+from ..history import HistoryEntry
 from ..imaging import in_worker
 from ..intent import aspect_hint, detect_intent
 from ..limits import QueueFullError, QuotaExceededError, Reservation, Ticket
@@ -98,7 +99,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
     if not intent.explicit and not addressed:
         if not (settings.llm.judge_intent and settings.llm.configured):
             return False
-        history = _history(event, settings, text)
+        history = _history(event, settings)
         if not await judge_intent(state.get_pipeline().session, settings, text, history):
             return False
     matcher_state["intent"] = intent
@@ -140,7 +141,7 @@ async def handle_pic(
         raw=raw,
         backend=backend,
         aspect=aspect_hint(text),
-        history=_history(event, settings, event.get_plaintext()),
+        history=_history(event, settings),
     )
     await _accept(bot, event, matcher, await _with_references(bot, event, job, natural=False))
 
@@ -157,7 +158,7 @@ async def handle_natural(
         text=intent.subject or text,
         selfie=intent.kind == "selfie",
         aspect=aspect_hint(text),
-        history=_history(event, settings, text),
+        history=_history(event, settings),
     )
     await _accept(bot, event, matcher, await _with_references(bot, event, job, natural=True))
 
@@ -188,7 +189,8 @@ async def _fresh_settings() -> Settings:
     return state.store.settings
 
 
-def _history(event: MessageEvent, settings: Settings, text: str):
+def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...]:
+    """Recent chat of the event's group for the prompt writer, without the request itself."""
     if not isinstance(event, GroupMessageEvent):
         return ()
     entries = state.history.recent(
