@@ -219,9 +219,13 @@ def _decode(image: Image.Image, mime: str) -> None:
     try:
         image.load()
     except _DECODE_ERRORS as err:
-        raise ImageError(
-            f"{mime} data is truncated or corrupt: {err}", user_message="生成的图片数据不完整"
-        ) from err
+        raise _corrupt(mime, err) from err
+
+
+def _corrupt(mime: str, err: BaseException) -> ImageError:
+    return ImageError(
+        f"{mime} data is truncated or corrupt: {err}", user_message="生成的图片数据不完整"
+    )
 
 
 def _check_whole(image: Image.Image, mime: str) -> None:
@@ -236,9 +240,7 @@ def _check_whole(image: Image.Image, mime: str) -> None:
     try:
         image.verify()
     except _DECODE_ERRORS as err:
-        raise ImageError(
-            f"{mime} data is truncated or corrupt: {err}", user_message="生成的图片数据不完整"
-        ) from err
+        raise _corrupt(mime, err) from err
 
 
 def _crop_box(size: tuple[int, int], crop: CropSpec | None) -> tuple[int, int, int, int] | None:
