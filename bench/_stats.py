@@ -16,14 +16,15 @@ def summary(values: list[float]) -> tuple[float, float, float]:
 def fmt(values: list[float], unit: str = "ms", scale: float = 1000.0, digits: int = 1) -> str:
     """``median (min–max) unit`` for samples given in base units (seconds by default)."""
     med, low, high = summary(values)
-    return (f"{med * scale:.{digits}f} {unit} "
-            f"({low * scale:.{digits}f}–{high * scale:.{digits}f})")
+    return f"{med * scale:.{digits}f} {unit} ({low * scale:.{digits}f}–{high * scale:.{digits}f})"
 
 
 def machine() -> str:
     """One line naming the machine the figures come from."""
-    return (f"{os.cpu_count()} cores, {platform.machine()}, Python "
-            f"{sys.version.split()[0]}, {platform.system()} {platform.release()}")
+    return (
+        f"{os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{sys.version.split()[0]}, {platform.system()} {platform.release()}"
+    )
 
 
 def verdict(ok: bool) -> str:

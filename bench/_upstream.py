@@ -103,8 +103,11 @@ async def _serve(size: int, delay: float) -> None:
         app_stats = web.Application()
 
         async def stats(request: web.Request) -> web.Response:
-            answer = {"served": len(upstream.served), "peak_in_flight": upstream.peak_in_flight,
-                      "image_bytes": len(upstream.image)}
+            answer = {
+                "served": len(upstream.served),
+                "peak_in_flight": upstream.peak_in_flight,
+                "image_bytes": len(upstream.image),
+            }
             if request.query.get("reset"):
                 upstream.peak_in_flight = upstream.in_flight
             return web.json_response(answer)

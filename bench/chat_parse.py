@@ -89,9 +89,9 @@ async def ticker(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(time.perf_counter() - started - TICK)
 
 
-async def timed(backend: OpenAIBackend, answer: _ChatAnswer, opts: RequestOptions) -> tuple[
-    float, float, bytes
-]:
+async def timed(
+    backend: OpenAIBackend, answer: _ChatAnswer, opts: RequestOptions
+) -> tuple[float, float, bytes]:
     """``(seconds, longest loop block, image bytes)`` of one parse."""
     gc.collect()
     lags: list[float] = []
@@ -148,8 +148,10 @@ async def main_async() -> int:
                     block_median, _, block_max = summary(blocks)
                     if block_max > worst[0]:
                         worst = (block_max, f"{shape} at {size_mb} MB")
-                    line = (f"  {shape:18s} {fmt(times):>24s}   {block_median * 1000:6.1f} ms "
-                            f"({block_max * 1000:.1f})")
+                    line = (
+                        f"  {shape:18s} {fmt(times):>24s}   {block_median * 1000:6.1f} ms "
+                        f"({block_max * 1000:.1f})"
+                    )
                     if size_mb == SIZES_MB[-1]:
                         block_ok = block_median <= BLOCK_BUDGET
                         ok = ok and block_ok

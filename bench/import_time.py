@@ -69,8 +69,13 @@ def child_env(workdir: str) -> dict[str, str]:
 
 def run_child(mode: str, workdir: str, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *flags, "-c", CHILD, mode], cwd=workdir, env=child_env(workdir),
-        capture_output=True, text=True, timeout=60, check=True,
+        [sys.executable, *flags, "-c", CHILD, mode],
+        cwd=workdir,
+        env=child_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 
@@ -108,13 +113,16 @@ def main() -> int:
             base = "import nonebot" if mode == "import" else "import nonebot + init()"
             if mode == "load_plugin":
                 base += " + adapter"
-            print(f"  {mode:22s} {fmt(results[mode]['cost'])}   (baseline {base}: "
-                  f"{fmt(results[mode]['base'])})")
+            print(
+                f"  {mode:22s} {fmt(results[mode]['cost'])}   (baseline {base}: "
+                f"{fmt(results[mode]['base'])})"
+            )
         if "--importtime" in sys.argv:
             importtime(workdir)
     ok = summary(results["load_plugin"]["cost"])[0] <= BUDGET
-    print(f"\nload_plugin on top of nonebot + adapter: budget ≤ {BUDGET * 1000:.0f} ms "
-          f"{verdict(ok)}")
+    print(
+        f"\nload_plugin on top of nonebot + adapter: budget ≤ {BUDGET * 1000:.0f} ms {verdict(ok)}"
+    )
     return 0 if ok else 1
 
 

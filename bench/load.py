@@ -50,14 +50,27 @@ LAG_BUDGET = 0.020
 
 
 def settings_for(base_url: str) -> Settings:
-    return Settings.model_validate({
-        "routing": {"default": "fake"},
-        "generation": {"crop_enabled": True, "crop_position": "bottom", "crop_pixels": 40},
-        "limits": {"max_concurrency": MAX_CONCURRENCY, "max_queue": MAX_QUEUE,
-                   "job_timeout": 120},
-        "backends": {"fake": {"type": "openai", "base_url": base_url, "api_key": "sk-bench",
-                              "size": "", "retries": 0, "timeout": 60}},
-    })
+    return Settings.model_validate(
+        {
+            "routing": {"default": "fake"},
+            "generation": {"crop_enabled": True, "crop_position": "bottom", "crop_pixels": 40},
+            "limits": {
+                "max_concurrency": MAX_CONCURRENCY,
+                "max_queue": MAX_QUEUE,
+                "job_timeout": 120,
+            },
+            "backends": {
+                "fake": {
+                    "type": "openai",
+                    "base_url": base_url,
+                    "api_key": "sk-bench",
+                    "size": "",
+                    "retries": 0,
+                    "timeout": 60,
+                }
+            },
+        }
+    )
 
 
 def rss_kib(field: str) -> int:
@@ -89,8 +102,15 @@ async def job_and_send(pipeline: Pipeline, ticket, dumps_times: list[float]) -> 
     does), and the OneBot adapter's one ``json.dumps`` of the frame, on the loop (timed)."""
     result = await pipeline.run(DrawJob(text="a photo of a cat", raw=True), ticket)
     uri = await in_worker(base64_uri, result.image.data)
-    frame = {"action": "send_msg", "params": {"message_type": "group", "group_id": 1,
-             "message": [{"type": "image", "data": {"file": uri}}]}, "echo": "1"}
+    frame = {
+        "action": "send_msg",
+        "params": {
+            "message_type": "group",
+            "group_id": 1,
+            "message": [{"type": "image", "data": {"file": uri}}],
+        },
+        "echo": "1",
+    }
     started = time.perf_counter()
     size = len(json.dumps(frame))
     dumps_times.append(time.perf_counter() - started)
@@ -124,15 +144,25 @@ async def run_jobs(pipeline: Pipeline, queue: JobQueue, count: int, settings: Se
     elapsed = time.perf_counter() - started
     stop.set()
     await tick
-    return {"lags": lags, "elapsed": elapsed, "refused_extra": refused, "waiting": waiting_max,
-            "dumps": dumps_times}
+    return {
+        "lags": lags,
+        "elapsed": elapsed,
+        "refused_extra": refused,
+        "waiting": waiting_max,
+        "dumps": dumps_times,
+    }
 
 
 async def run() -> bool:
-    print(f"Under load: {IMAGE_EDGE}² photo-like PNG, upstream {UPSTREAM_DELAY:g} s, "
-          f"max_concurrency={MAX_CONCURRENCY}, max_queue={MAX_QUEUE} — {machine()}")
-    upstream = subprocess.Popen([sys.executable, "-m", "bench._upstream", str(IMAGE_EDGE),
-                                 str(UPSTREAM_DELAY)], stdout=subprocess.PIPE, text=True)
+    print(
+        f"Under load: {IMAGE_EDGE}² photo-like PNG, upstream {UPSTREAM_DELAY:g} s, "
+        f"max_concurrency={MAX_CONCURRENCY}, max_queue={MAX_QUEUE} — {machine()}"
+    )
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "bench._upstream", str(IMAGE_EDGE), str(UPSTREAM_DELAY)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     ok = True
     try:
         assert upstream.stdout is not None
@@ -146,9 +176,11 @@ async def run() -> bool:
             in_flight_bytes = MAX_CONCURRENCY * image_bytes
             rss_budget_kib = (6 * in_flight_bytes + 30 * 1024 * 1024) / 1024
             idle = rss_kib("VmRSS")
-            print(f"idle RSS after warm-up {idle / 1024:.0f} MB; in flight at most "
-                  f"{MAX_CONCURRENCY} × {image_bytes / 1e6:.1f} MB; RSS budget: increase ≤ "
-                  f"{rss_budget_kib / 1024:.0f} MB")
+            print(
+                f"idle RSS after warm-up {idle / 1024:.0f} MB; in flight at most "
+                f"{MAX_CONCURRENCY} × {image_bytes / 1e6:.1f} MB; RSS budget: increase ≤ "
+                f"{rss_budget_kib / 1024:.0f} MB"
+            )
             peaks = []
             for count in JOB_COUNTS:
                 await stats(session, stats_url + "?reset=1")
@@ -166,26 +198,41 @@ async def run() -> bool:
                 lag_ok = p99 < LAG_BUDGET
                 rss_ok = peak - idle <= rss_budget_kib
                 ok = ok and concurrency_ok and queue_ok and lag_ok and rss_ok
-                print(f"\n{count} jobs in {outcome['elapsed']:.1f} s "
-                      f"(RSS before {before / 1024:.0f} MB):")
-                print(f"  loop lag  p50 {p50 * 1000:.2f} ms  p99 {p99 * 1000:.2f} ms  "
-                      f"max {lags[-1] * 1000:.1f} ms ({len(lags)} ticks)  "
-                      f"budget p99 < {LAG_BUDGET * 1000:.0f} ms {verdict(lag_ok)}")
+                print(
+                    f"\n{count} jobs in {outcome['elapsed']:.1f} s "
+                    f"(RSS before {before / 1024:.0f} MB):"
+                )
+                print(
+                    f"  loop lag  p50 {p50 * 1000:.2f} ms  p99 {p99 * 1000:.2f} ms  "
+                    f"max {lags[-1] * 1000:.1f} ms ({len(lags)} ticks)  "
+                    f"budget p99 < {LAG_BUDGET * 1000:.0f} ms {verdict(lag_ok)}"
+                )
                 dumps = sorted(outcome["dumps"])
-                print(f"  adapter json.dumps of the send frame (on the loop): median "
-                      f"{statistics.median(dumps) * 1000:.1f} ms, max {dumps[-1] * 1000:.1f} ms")
-                print(f"  peak RSS  {peak / 1024:.0f} MB, +{(peak - idle) / 1024:.0f} MB over "
-                      f"idle (budget ≤ {rss_budget_kib / 1024:.0f} MB) {verdict(rss_ok)}")
-                print(f"  upstream peak in flight {upstream_stats['peak_in_flight']} "
-                      f"(max_concurrency {MAX_CONCURRENCY}) {verdict(concurrency_ok)}; "
-                      f"waiting at most {outcome['waiting']}"
-                      + (f"; 51st job refused: {verdict(queue_ok)}"
-                         if count == MAX_CONCURRENCY + MAX_QUEUE else ""))
+                print(
+                    f"  adapter json.dumps of the send frame (on the loop): median "
+                    f"{statistics.median(dumps) * 1000:.1f} ms, max {dumps[-1] * 1000:.1f} ms"
+                )
+                print(
+                    f"  peak RSS  {peak / 1024:.0f} MB, +{(peak - idle) / 1024:.0f} MB over "
+                    f"idle (budget ≤ {rss_budget_kib / 1024:.0f} MB) {verdict(rss_ok)}"
+                )
+                print(
+                    f"  upstream peak in flight {upstream_stats['peak_in_flight']} "
+                    f"(max_concurrency {MAX_CONCURRENCY}) {verdict(concurrency_ok)}; "
+                    f"waiting at most {outcome['waiting']}"
+                    + (
+                        f"; 51st job refused: {verdict(queue_ok)}"
+                        if count == MAX_CONCURRENCY + MAX_QUEUE
+                        else ""
+                    )
+                )
             flat = max(peaks) - min(peaks) <= 0.25 * max(peaks) + 10 * 1024
             ok = ok and flat
-            print(f"\npeak RSS increase for {JOB_COUNTS} jobs: "
-                  f"{', '.join(f'{p / 1024:.0f}' for p in peaks)} MB — flat "
-                  f"(spread ≤ 25% + 10 MB) {verdict(flat)}")
+            print(
+                f"\npeak RSS increase for {JOB_COUNTS} jobs: "
+                f"{', '.join(f'{p / 1024:.0f}' for p in peaks)} MB — flat "
+                f"(spread ≤ 25% + 10 MB) {verdict(flat)}"
+            )
     finally:
         upstream.terminate()
         upstream.wait(10)

@@ -100,13 +100,18 @@ class TimedClient(OneBotClient):
                 continue
             self.arrivals.append(arrived)
             await self.calls.put(ApiCall(frame["action"], frame.get("params") or {}))
-            reply = {"status": "ok", "retcode": 0, "echo": frame.get("echo"),
-                     "data": {"message_id": self.next_message_id()}}
+            reply = {
+                "status": "ok",
+                "retcode": 0,
+                "echo": frame.get("echo"),
+                "data": {"message_id": self.next_message_id()},
+            }
             await self._ws.send(json.dumps(reply))
 
 
-async def plugin_once(client: TimedClient, upstream: FakeImagesUpstream) -> tuple[float, float,
-                                                                                   bytes]:
+async def plugin_once(
+    client: TimedClient, upstream: FakeImagesUpstream
+) -> tuple[float, float, bytes]:
     """One request through serve: ``(total, upstream time, image bytes sent)``."""
     served_before = len(upstream.served)
     sent = time.perf_counter()
@@ -150,9 +155,15 @@ async def run() -> bool:
 
             def configure(crop: bool) -> None:
                 # serve re-reads the file before each job when its mtime moved.
-                server.config_path.write_text(CONFIG.format(
-                    crop_enabled=str(crop).lower(), crop=CROP_PIXELS,
-                    base_url=upstream.base_url, api_key=API_KEY), "utf-8")
+                server.config_path.write_text(
+                    CONFIG.format(
+                        crop_enabled=str(crop).lower(),
+                        crop=CROP_PIXELS,
+                        base_url=upstream.base_url,
+                        api_key=API_KEY,
+                    ),
+                    "utf-8",
+                )
 
             configure(CASES[0][1])
             await server.start()
@@ -166,8 +177,14 @@ async def run() -> bool:
     return ok
 
 
-async def measure(size: int, crop: bool, rounds: int, png: bytes, client: TimedClient,
-                  upstream: FakeImagesUpstream) -> bool:
+async def measure(
+    size: int,
+    crop: bool,
+    rounds: int,
+    png: bytes,
+    client: TimedClient,
+    upstream: FakeImagesUpstream,
+) -> bool:
     upstream.set_image(png)
     _, _, sent = await plugin_once(client, upstream)  # warm-up: imports, connects, config
     with Image.open(io.BytesIO(sent)) as check:
@@ -187,9 +204,11 @@ async def measure(size: int, crop: bool, rounds: int, png: bytes, client: TimedC
         served = upstream.served[-1]
         baseline.append(elapsed - (served.answered - served.arrived))
     med = summary(overhead)[0]
-    print(f"\n{size}x{size} crop {'on' if crop else 'off'}, PNG {len(png) / 1e6:.1f} MB (upstream JSON "
-          f"{len(png) * 4 / 3 / 1e6:.1f} MB) → sent {sent_format} {len(sent) / 1e6:.2f} MB, "
-          f"{rounds} rounds:")
+    print(
+        f"\n{size}x{size} crop {'on' if crop else 'off'}, PNG {len(png) / 1e6:.1f} MB (upstream JSON "
+        f"{len(png) * 4 / 3 / 1e6:.1f} MB) → sent {sent_format} {len(sent) / 1e6:.2f} MB, "
+        f"{rounds} rounds:"
+    )
     print(f"  plugin overhead    {fmt(overhead)}")
     print(f"    total            {fmt(totals)}   upstream {fmt(upstream_times)}")
     if not crop:
@@ -197,8 +216,10 @@ async def measure(size: int, crop: bool, rounds: int, png: bytes, client: TimedC
         return True
     passed = med <= BUDGET[size]
     print(f"  ancestor baseline  {fmt(baseline)}")
-    print(f"  ratio baseline/plugin {summary(baseline)[0] / med:.1f}x; budget ≤ "
-          f"{BUDGET[size] * 1000:.0f} ms {verdict(passed)}")
+    print(
+        f"  ratio baseline/plugin {summary(baseline)[0] / med:.1f}x; budget ≤ "
+        f"{BUDGET[size] * 1000:.0f} ms {verdict(passed)}"
+    )
     return passed
 
 

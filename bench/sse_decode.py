@@ -46,14 +46,20 @@ def make_stream(size: int) -> tuple[bytes, int]:
     """One named SSE event whose data line is about ``size`` bytes; returns (stream, b64 length)."""
     raw = random.Random(size).randbytes(size * 3 // 4)
     b64 = base64.b64encode(raw).decode("ascii")
-    payload = json.dumps({"type": "image_generation.completed", "b64_json": b64,
-                          "output_format": "png", "size": "1024x1024"})
+    payload = json.dumps(
+        {
+            "type": "image_generation.completed",
+            "b64_json": b64,
+            "output_format": "png",
+            "size": "1024x1024",
+        }
+    )
     stream = f"event: image_generation.completed\ndata: {payload}\n\ndata: [DONE]\n\n"
     return stream.encode(), len(payload)
 
 
 def split(stream: bytes, size: int) -> list[bytes]:
-    return [stream[i:i + size] for i in range(0, len(stream), size)]
+    return [stream[i : i + size] for i in range(0, len(stream), size)]
 
 
 def ours(chunks: list[bytes]) -> list[str]:
@@ -116,7 +122,7 @@ def main() -> int:
         small_times: list[float] = []
         for round_ in range(ROUNDS):
             names = list(DECODERS)
-            names = names[round_ % 3:] + names[:round_ % 3]  # rotate who goes first
+            names = names[round_ % 3 :] + names[: round_ % 3]  # rotate who goes first
             for name in names:
                 times[name].append(timed(DECODERS[name], chunks, big_payload))
             small_times.append(timed(ours, small_chunks, small_payload))
@@ -124,8 +130,10 @@ def main() -> int:
         print(f"\n{chunk_size // 1024} KB chunks ({len(chunks)} chunks):")
         for name, samples in times.items():
             med, low, high = summary(samples)
-            print(f"  {name:10s} {med * 1000:8.1f} ms ({low * 1000:.1f}–{high * 1000:.1f})  "
-                  f"{throughput[name]:8.0f} MB/s")
+            print(
+                f"  {name:10s} {med * 1000:8.1f} ms ({low * 1000:.1f}–{high * 1000:.1f})  "
+                f"{throughput[name]:8.0f} MB/s"
+            )
         paired = [h / o for h, o in zip(times["httpx-sse"], times["ours"], strict=True)]
         paired_openai = [h / o for h, o in zip(times["openai"], times["ours"], strict=True)]
         ratio, ratio_low, ratio_high = summary(paired)
@@ -134,12 +142,16 @@ def main() -> int:
         linear = per_mb_big / per_mb_small
         fast_ok, linear_ok = ratio >= 2.0, linear <= 2.0
         ok = ok and fast_ok and linear_ok
-        print(f"  speed-up over httpx-sse: {ratio:.2f}x ({ratio_low:.2f}–{ratio_high:.2f}) "
-              f"(budget ≥ 2x) {verdict(fast_ok)}; over openai: "
-              f"{summary(paired_openai)[0]:.1f}x")
-        print(f"  linearity: {per_mb_big * 1000:.2f} ms/MB at 20 MB vs "
-              f"{per_mb_small * 1000:.2f} ms/MB at 2 MB = {linear:.2f}x (budget ≤ 2x) "
-              f"{verdict(linear_ok)}")
+        print(
+            f"  speed-up over httpx-sse: {ratio:.2f}x ({ratio_low:.2f}–{ratio_high:.2f}) "
+            f"(budget ≥ 2x) {verdict(fast_ok)}; over openai: "
+            f"{summary(paired_openai)[0]:.1f}x"
+        )
+        print(
+            f"  linearity: {per_mb_big * 1000:.2f} ms/MB at 20 MB vs "
+            f"{per_mb_small * 1000:.2f} ms/MB at 2 MB = {linear:.2f}x (budget ≤ 2x) "
+            f"{verdict(linear_ok)}"
+        )
     return 0 if ok else 1
 
 

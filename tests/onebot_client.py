@@ -69,9 +69,18 @@ class ServeProcess:
         }
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nonebot_plugin_llm2pic", "serve",
-            "--port", str(self.port), "--config", str(self.config_path),
-            cwd=self.workdir, env=env, stdout=log, stderr=log,
+            sys.executable,
+            "-m",
+            "nonebot_plugin_llm2pic",
+            "serve",
+            "--port",
+            str(self.port),
+            "--config",
+            str(self.config_path),
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
@@ -162,14 +171,15 @@ class OneBotClient:
             await self.calls.put(call)
             handler = self.handlers.get(call.action)
             data = handler(call.params) if handler else {"message_id": self.next_message_id()}
-            await self._ws.send(json.dumps(
-                {"status": "ok", "retcode": 0, "data": data, "echo": frame.get("echo")}
-            ))
+            await self._ws.send(
+                json.dumps({"status": "ok", "retcode": 0, "data": data, "echo": frame.get("echo")})
+            )
 
     async def post_event(self, event: dict[str, Any]) -> None:
         """Send one event frame to the bot."""
-        await self._ws.send(json.dumps({"time": int(time.time()), "self_id": self.self_id,
-                                        **event}))
+        await self._ws.send(
+            json.dumps({"time": int(time.time()), "self_id": self.self_id, **event})
+        )
 
     async def group_message(
         self,
@@ -181,28 +191,44 @@ class OneBotClient:
         message_id: int | None = None,
     ) -> int:
         """Post a group message (text or segment list); returns its message_id."""
-        segments = [{"type": "text", "data": {"text": message}}] if isinstance(message, str) \
-            else message
+        segments = (
+            [{"type": "text", "data": {"text": message}}] if isinstance(message, str) else message
+        )
         message_id = message_id or self.next_message_id()
-        await self.post_event({
-            "post_type": "message", "message_type": "group", "sub_type": "normal",
-            "message_id": message_id, "group_id": group_id, "user_id": user_id,
-            "anonymous": None, "message": segments, "raw_message": message_text(segments),
-            "font": 0, "sender": {"user_id": user_id, "nickname": f"u{user_id}", "card": "",
-                                  "role": role},
-        })
+        await self.post_event(
+            {
+                "post_type": "message",
+                "message_type": "group",
+                "sub_type": "normal",
+                "message_id": message_id,
+                "group_id": group_id,
+                "user_id": user_id,
+                "anonymous": None,
+                "message": segments,
+                "raw_message": message_text(segments),
+                "font": 0,
+                "sender": {"user_id": user_id, "nickname": f"u{user_id}", "card": "", "role": role},
+            }
+        )
         return message_id
 
     async def private_message(self, text: str, *, user_id: int = 12345) -> int:
         """Post a private (friend) message; returns its message_id."""
         message_id = self.next_message_id()
         segments = [{"type": "text", "data": {"text": text}}]
-        await self.post_event({
-            "post_type": "message", "message_type": "private", "sub_type": "friend",
-            "message_id": message_id, "user_id": user_id, "message": segments,
-            "raw_message": text, "font": 0,
-            "sender": {"user_id": user_id, "nickname": f"u{user_id}"},
-        })
+        await self.post_event(
+            {
+                "post_type": "message",
+                "message_type": "private",
+                "sub_type": "friend",
+                "message_id": message_id,
+                "user_id": user_id,
+                "message": segments,
+                "raw_message": text,
+                "font": 0,
+                "sender": {"user_id": user_id, "nickname": f"u{user_id}"},
+            }
+        )
         return message_id
 
     async def next_call(self, action: str | None = None, timeout: float = CALL_TIMEOUT) -> ApiCall:

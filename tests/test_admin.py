@@ -52,9 +52,7 @@ async def test_invalid_set_names_key_and_changes_nothing(app: App, config_file: 
     """A value of the wrong type is refused with key and reason; the file is untouched."""
     before = config_file.read_bytes()
     event = private_message("/llm2pic set limits.user_daily_quota lots", user_id=ADMIN)
-    await run_admin(
-        app, event, "未修改：limits.user_daily_quota: expected an integer, got 'lots'"
-    )
+    await run_admin(app, event, "未修改：limits.user_daily_quota: expected an integer, got 'lots'")
     assert config_file.read_bytes() == before
 
 
@@ -62,7 +60,8 @@ async def test_unknown_key_gets_hint(app: App, config_file: Path):
     """An unknown key is refused with a did-you-mean hint."""
     event = private_message("/llm2pic set limits.user_cooldown 5", user_id=ADMIN)
     await run_admin(
-        app, event,
+        app,
+        event,
         "未修改：limits.user_cooldown: unknown key (did you mean limits.user_cooldown_seconds?)",
     )
 
@@ -77,8 +76,9 @@ async def test_secret_refused_in_group(app: App, config_file: Path):
 
 async def test_secret_set_in_private_is_masked(app: App, config_file: Path):
     """In private the key is stored, and the reply shows it masked."""
-    event = private_message("/llm2pic set backends.openai.api_key sk-secret-abcdefgh1234",
-                            user_id=ADMIN)
+    event = private_message(
+        "/llm2pic set backends.openai.api_key sk-secret-abcdefgh1234", user_id=ADMIN
+    )
     await run_admin(app, event, "已设置 backends.openai.api_key = 'sk-****1234'，已生效")
     assert read_config(config_file)["backends"]["openai"]["api_key"] == "sk-secret-abcdefgh1234"
 
@@ -88,12 +88,17 @@ async def test_get_and_show_mask_secrets(app: App, config_file: Path):
     from nonebot_plugin_llm2pic.state import store
 
     store.set("backends.openai.api_key", "sk-secret-abcdefgh1234")
-    await run_admin(app, private_message("/llm2pic get backends.openai.api_key", user_id=ADMIN),
-                    "backends.openai.api_key = 'sk-****1234'")
-    await run_admin(app, private_message("/llm2pic get persona.name", user_id=ADMIN),
-                    "persona.name = '小画'")
-    await run_admin(app, private_message("/llm2pic show limits", user_id=ADMIN),
-                    store.show("limits"))
+    await run_admin(
+        app,
+        private_message("/llm2pic get backends.openai.api_key", user_id=ADMIN),
+        "backends.openai.api_key = 'sk-****1234'",
+    )
+    await run_admin(
+        app, private_message("/llm2pic get persona.name", user_id=ADMIN), "persona.name = '小画'"
+    )
+    await run_admin(
+        app, private_message("/llm2pic show limits", user_id=ADMIN), store.show("limits")
+    )
     assert "abcdefgh" not in store.show("backends")
 
 
@@ -114,8 +119,11 @@ async def test_reload_broken_file_keeps_last_good(app: App, config_file: Path):
     config_file.write_text("[limits\n", "utf-8")
     with pytest.raises(SettingsError) as info:
         SettingsStore(config_file).reload()
-    await run_admin(app, private_message("/llm2pic reload", user_id=ADMIN),
-                    f"配置文件有误，仍使用上一次的有效配置：{info.value}")
+    await run_admin(
+        app,
+        private_message("/llm2pic reload", user_id=ADMIN),
+        f"配置文件有误，仍使用上一次的有效配置：{info.value}",
+    )
     assert store.settings.limits.max_queue == 6
 
 
@@ -123,8 +131,9 @@ async def test_reload_picks_up_hand_edit(app: App, config_file: Path):
     """`reload` applies a file edited by hand."""
     from nonebot_plugin_llm2pic.state import store
 
-    config_file.write_text(config_file.read_text("utf-8").replace("max_queue = 20",
-                                                                  "max_queue = 3"), "utf-8")
+    config_file.write_text(
+        config_file.read_text("utf-8").replace("max_queue = 20", "max_queue = 3"), "utf-8"
+    )
     await run_admin(app, private_message("/llm2pic reload", user_id=ADMIN), "已重新加载配置")
     assert store.settings.limits.max_queue == 3
 
@@ -133,24 +142,25 @@ async def test_off_and_on_by_group_admin(app: App, config_file: Path):
     """A group admin may switch drawing off and on; the deny list persists."""
     from nonebot_plugin_llm2pic.state import groups
 
-    await run_admin(app, group_message("/llm2pic off", user_id=321, role="admin"),
-                    "本群已关闭画图")
+    await run_admin(app, group_message("/llm2pic off", user_id=321, role="admin"), "本群已关闭画图")
     assert not groups.is_enabled("777")
     assert "777" in groups.path.read_text("utf-8")
-    await run_admin(app, group_message("/llm2pic on", user_id=321, role="owner"),
-                    "本群已开启画图")
+    await run_admin(app, group_message("/llm2pic on", user_id=321, role="owner"), "本群已开启画图")
     assert groups.is_enabled("777")
 
 
 async def test_group_admin_cannot_edit_config(app: App, config_file: Path):
     """A group admin's `set` has no effect and no reply."""
     before = config_file.read_bytes()
-    await run_admin(app, group_message("/llm2pic set plugin.enabled false", user_id=321,
-                                       role="admin"), None)
+    await run_admin(
+        app, group_message("/llm2pic set plugin.enabled false", user_id=321, role="admin"), None
+    )
     assert config_file.read_bytes() == before
 
 
-@pytest.mark.parametrize("command", ["/llm2pic show", "/llm2pic off", "/llm2pic set plugin.enabled false"])
+@pytest.mark.parametrize(
+    "command", ["/llm2pic show", "/llm2pic off", "/llm2pic set plugin.enabled false"]
+)
 async def test_member_is_ignored(app: App, config_file: Path, command: str):
     """A plain member's admin command does not even reach the handler."""
     from nonebot_plugin_llm2pic.matchers.admin import admin_cmd
@@ -169,8 +179,11 @@ async def test_admin_works_with_plugin_disabled(app: App, config_file: Path):
     from nonebot_plugin_llm2pic.state import store
 
     store.set("plugin.enabled", "false")
-    await run_admin(app, private_message("/llm2pic set plugin.enabled true", user_id=ADMIN),
-                    "已设置 plugin.enabled = True，已生效")
+    await run_admin(
+        app,
+        private_message("/llm2pic set plugin.enabled true", user_id=ADMIN),
+        "已设置 plugin.enabled = True，已生效",
+    )
 
 
 async def test_status_lists_disabled_groups(app: App, config_file: Path):

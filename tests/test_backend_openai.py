@@ -610,7 +610,7 @@ _HUGE = "A" * (BASE64_SLICE + 5)
     "text",
     [
         f"好的：![image](data:image/png;base64,{_LONG})\n",
-        f"![a](<data:image/png;base64,{_LONG}> \"title\") and ![b](https://x.test/b.png)",
+        f'![a](<data:image/png;base64,{_LONG}> "title") and ![b](https://x.test/b.png)',
         f"see data:image/png;base64,{_LONG}. Done, data:image/png;base64,{_LONG[:50]}",
         f"data:image/png;base64,{_LONG}https://x.test/a.png then ![x](https://x.test/b.png)",
         f"data:image/png;base64,{_LONG}-data:image/jpeg;base64,{_LONG}",
@@ -641,8 +641,28 @@ def test_compact_base64_drops_whitespace_across_slices() -> None:
 
 
 _FRAGMENTS = [
-    _LONG, _LONG[:70], "data:image/png;base64,", ";base64,", "![x](", "![", ")", "]", "(", "<",
-    ">", "https://x.test/a.png", "http", "://", " ", "\n", "\r\n", ".", "=", "==", "好", "data",
+    _LONG,
+    _LONG[:70],
+    "data:image/png;base64,",
+    ";base64,",
+    "![x](",
+    "![",
+    ")",
+    "]",
+    "(",
+    "<",
+    ">",
+    "https://x.test/a.png",
+    "http",
+    "://",
+    " ",
+    "\n",
+    "\r\n",
+    ".",
+    "=",
+    "==",
+    "好",
+    "data",
 ]
 
 
@@ -659,7 +679,10 @@ async def test_extra_body_reaches_generations_and_chat():
         async with new_session() as session:
             for mode in ("images", "chat"):
                 settings = OpenAIBackendSettings(
-                    type="openai", base_url=fake.base_url, api_key="sk-test", mode=mode,
+                    type="openai",
+                    base_url=fake.base_url,
+                    api_key="sk-test",
+                    mode=mode,
                     extra_body={"modalities": ["image", "text"], "stream": "ignored"},
                 )
                 await OpenAIBackend("or", settings, session).generate(GenerationRequest("a cat"))

@@ -59,7 +59,7 @@ def quoted_id(call) -> int | None:
 
 
 async def test_natural_request_gets_cropped_image_quoting_it(tmp_path: Path, upstream):
-    """"画一张猫咪的图片" → ack, then the cropped picture quoting the request."""
+    """ "画一张猫咪的图片" → ack, then the cropped picture quoting the request."""
     server = ServeProcess(tmp_path)
     write_config(server, upstream, generation={"crop_enabled": True, "crop_pixels": 16})
     await started(server)
@@ -103,14 +103,19 @@ async def test_reply_to_image_reaches_backend(tmp_path: Path, upstream):
         async with OneBotClient(server.ws_url) as client:
             url = upstream.url("/files/ref.png")
             client.handlers["get_msg"] = lambda params: {
-                "time": 0, "message_type": "group", "message_id": params["message_id"],
-                "real_id": params["message_id"], "sender": {"user_id": 42, "nickname": "x"},
+                "time": 0,
+                "message_type": "group",
+                "message_id": params["message_id"],
+                "real_id": params["message_id"],
+                "sender": {"user_id": 42, "nickname": "x"},
                 "message": [{"type": "image", "data": {"file": "ref.png", "url": url}}],
             }
-            await client.group_message([
-                {"type": "reply", "data": {"id": "555"}},
-                {"type": "text", "data": {"text": "画成动漫风格"}},
-            ])
+            await client.group_message(
+                [
+                    {"type": "reply", "data": {"id": "555"}},
+                    {"type": "text", "data": {"text": "画成动漫风格"}},
+                ]
+            )
             assert (await client.next_call("get_msg")).params == {"message_id": 555}
             assert message_text((await client.next_call("send_msg")).params["message"]) == ACK
             done = await client.next_call("send_msg")
@@ -160,7 +165,10 @@ async def test_quota_survives_restart(tmp_path: Path, upstream):
         async with OneBotClient(restarted.ws_url) as client:
             await client.group_message("/pic 狗")
             refusal = await client.next_call("send_msg")
-            assert message_text(refusal.params["message"]) == "你今天的画图次数用完了（1/1），明天再来吧"
+            assert (
+                message_text(refusal.params["message"])
+                == "你今天的画图次数用完了（1/1），明天再来吧"
+            )
         assert len(upstream.requests) == 1
     finally:
         await restarted.stop()
@@ -191,15 +199,22 @@ async def test_queue_overflow_is_busy(tmp_path: Path, upstream):
 
 
 async def test_selfie_draws_the_persona(tmp_path: Path, upstream):
-    """"来张自拍" draws the persona's appearance on the anime route, never the bare words."""
+    """ "来张自拍" draws the persona's appearance on the anime route, never the bare words."""
     async with FakeOpenAI() as anime:
         server = ServeProcess(tmp_path)
         write_config(
-            server, upstream,
+            server,
+            upstream,
             persona={"appearance": "silver short hair, red eyes, white hoodie"},
             routing={"anime": "anime"},
-            backends={"anime": {"type": "openai", "base_url": anime.base_url,
-                                "api_key": "sk-test", "retries": 0}},
+            backends={
+                "anime": {
+                    "type": "openai",
+                    "base_url": anime.base_url,
+                    "api_key": "sk-test",
+                    "retries": 0,
+                }
+            },
         )
         await started(server)
         try:
@@ -221,8 +236,11 @@ async def test_writer_gets_history_and_judge_confirms_weak_request(tmp_path: Pat
 
     async with FakeLlm("yes") as llm:
         server = ServeProcess(tmp_path)
-        write_config(server, upstream, llm={"base_url": llm.base_url, "model": "test-model",
-                                            "judge_intent": True})
+        write_config(
+            server,
+            upstream,
+            llm={"base_url": llm.base_url, "model": "test-model", "judge_intent": True},
+        )
         await started(server)
         try:
             async with OneBotClient(server.ws_url) as client:
@@ -237,10 +255,12 @@ async def test_writer_gets_history_and_judge_confirms_weak_request(tmp_path: Pat
         finally:
             await server.stop()
     judge, writer_first, writer_second = (body["messages"] for body in llm.bodies)
-    assert "想看看樱花" in judge[-1]["content"] and "周末去公园看花吧" in judge[-1]["content"]
+    assert "想看看樱花" in judge[-1]["content"]
+    assert "周末去公园看花吧" in judge[-1]["content"]
     assert "周末去公园看花吧" in writer_first[-1]["content"]
     second = writer_second[-1]["content"]
-    assert "想看看樱花" in second and "(the bot)" in second  # the bot's ack is in the history
+    assert "想看看樱花" in second
+    assert "(the bot)" in second
     assert upstream.requests[-1].json["prompt"] == "cherry blossoms in a park"
 
 

@@ -16,10 +16,16 @@ from .fakes.openai_server import FakeOpenAI, Reply, make_png
 async def run_cli(workdir: Path, *args: str) -> tuple[int, str, str]:
     """Run one CLI verb in a subprocess rooted in ``workdir``; (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nonebot_plugin_llm2pic", *args,
-        "--config", str(workdir / "llm2pic.toml"), cwd=workdir,
+        sys.executable,
+        "-m",
+        "nonebot_plugin_llm2pic",
+        *args,
+        "--config",
+        str(workdir / "llm2pic.toml"),
+        cwd=workdir,
         env={"PATH": "/usr/bin:/bin", "LOCALSTORE_USE_CWD": "true", "NO_PROXY": "*"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -37,14 +43,20 @@ def openai_backend(fake: FakeOpenAI) -> dict:
 
 async def test_draw_writes_image_and_prints_llm_prompt(tmp_path: Path):
     """`draw` sends the LLM's English prompt plus custom_prompt_add and writes the cropped image."""
-    async with FakeOpenAI() as images, FakeLlm('{"prompt": "a fluffy cat", "style": "real"}') as llm:
+    async with (
+        FakeOpenAI() as images,
+        FakeLlm('{"prompt": "a fluffy cat", "style": "real"}') as llm,
+    ):
         images.image = make_png(100, 80, (200, 100, 50))
         write_config(
             tmp_path,
             llm={"base_url": llm.base_url, "model": "test-model"},
             routing={"default": "openai"},
-            generation={"custom_prompt_add": "masterpiece", "crop_enabled": True,
-                        "crop_pixels": 10},
+            generation={
+                "custom_prompt_add": "masterpiece",
+                "crop_enabled": True,
+                "crop_pixels": 10,
+            },
             backends=openai_backend(images),
         )
         code, out, err = await run_cli(tmp_path, "draw", "画一只猫", "-o", "cat.png")
@@ -128,21 +140,31 @@ async def test_check_reports_each_probe(tmp_path: Path):
             backends={**backends, "zimage": {"enabled": False}},
         )
         code, out, _ = await run_cli(tmp_path, "check")
-    rows = {line.split()[0] + (" " + line.split()[1] if line.startswith("backend") else ""): line
-            for line in out.splitlines()}
+    rows = {
+        line.split()[0] + (" " + line.split()[1] if line.startswith("backend") else ""): line
+        for line in out.splitlines()
+    }
     assert code == 1
     assert " ok " in rows["config"]
-    assert " ok " in rows["llm"] and "test-model listed" in rows["llm"]
-    assert "FAILED" in rows["backend openai"] and "认证失败" in rows["backend openai"]
+    assert " ok " in rows["llm"]
+    assert "test-model listed" in rows["llm"]
+    assert "FAILED" in rows["backend openai"]
+    assert "认证失败" in rows["backend openai"]
     assert "sk-wrong" not in out
 
 
 async def test_check_passes_with_healthy_setup(tmp_path: Path):
     """All probes ok → exit 0; an unconfigured, unrouted backend is 'unused', not a failure."""
     async with FakeOpenAI() as images:
-        write_config(tmp_path, routing={"default": "openai"},
-                     backends={**openai_backend(images), "zimage": {"enabled": False},
-                               "spare": {"type": "openai", "base_url": images.base_url}})
+        write_config(
+            tmp_path,
+            routing={"default": "openai"},
+            backends={
+                **openai_backend(images),
+                "zimage": {"enabled": False},
+                "spare": {"type": "openai", "base_url": images.base_url},
+            },
+        )
         code, out, err = await run_cli(tmp_path, "check")
     assert code == 0, out + err
     assert "unused" in next(line for line in out.splitlines() if line.startswith("backend spare"))
@@ -159,10 +181,12 @@ async def test_check_invalid_config(tmp_path: Path):
 async def test_config_set_and_get_roundtrip(tmp_path: Path):
     """`config set` converts and validates like the chat command; `config get` reads it back."""
     code, out, _ = await run_cli(tmp_path, "config", "set", "persona.name", "1999")
-    assert code == 0 and "persona.name = '1999'" in out
+    assert code == 0
+    assert "persona.name = '1999'" in out
     code, out, _ = await run_cli(tmp_path, "config", "get", "persona.name")
     assert (code, out.strip()) == (0, "'1999'")
     before = (tmp_path / "llm2pic.toml").read_bytes()
     code, _, err = await run_cli(tmp_path, "config", "set", "limits.max_queue", "lots")
-    assert code == 1 and "limits.max_queue: expected an integer" in err
+    assert code == 1
+    assert "limits.max_queue: expected an integer" in err
     assert (tmp_path / "llm2pic.toml").read_bytes() == before

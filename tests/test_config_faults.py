@@ -69,9 +69,11 @@ async def test_config_faults_end_to_end(tmp_path: Path):
             async with OneBotClient(server.ws_url) as client:
                 # 1. Broken TOML at start-up: running on defaults, and status says why.
                 status = await admin(client, "/llm2pic status")
-                assert "配置错误" in status and "not valid TOML" in status
-                assert await admin(client, "/llm2pic get limits.max_queue") == \
-                    "limits.max_queue = 20"
+                assert "配置错误" in status
+                assert "not valid TOML" in status
+                assert (
+                    await admin(client, "/llm2pic get limits.max_queue") == "limits.max_queue = 20"
+                )
 
                 # 2. Fixed on disk and reloaded: it draws.
                 write_config(server, fake)
@@ -97,22 +99,27 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 good = server.config_path.read_bytes()
 
                 # 4. No rights, no effect, no content: group admin, member, private stranger.
-                await client.group_message("/llm2pic set limits.max_queue 1", user_id=502,
-                                           role="admin")
+                await client.group_message(
+                    "/llm2pic set limits.max_queue 1", user_id=502, role="admin"
+                )
                 await client.group_message("/llm2pic show", user_id=503)
-                await client.private_message("/llm2pic get backends.openai.api_key",
-                                             user_id=504)
+                await client.private_message("/llm2pic get backends.openai.api_key", user_id=504)
                 await client.no_call(within=0.7)
                 assert server.config_path.read_bytes() == good
 
                 # 5. Two admins at once: both edits land, neither is lost.
                 await client.private_message("/llm2pic set limits.max_queue 7", user_id=ADMIN)
-                await client.private_message("/llm2pic set limits.user_per_minute 9",
-                                             user_id=SECOND_ADMIN)
-                replies = {message_text((await client.next_call("send_msg")).params["message"])
-                           for _ in range(2)}
-                assert replies == {"已设置 limits.max_queue = 7，已生效",
-                                   "已设置 limits.user_per_minute = 9，已生效"}
+                await client.private_message(
+                    "/llm2pic set limits.user_per_minute 9", user_id=SECOND_ADMIN
+                )
+                replies = {
+                    message_text((await client.next_call("send_msg")).params["message"])
+                    for _ in range(2)
+                }
+                assert replies == {
+                    "已设置 limits.max_queue = 7，已生效",
+                    "已设置 limits.user_per_minute = 9，已生效",
+                }
                 limits = tomlkit.parse(server.config_path.read_text("utf-8"))["limits"]
                 assert (limits["max_queue"], limits["user_per_minute"]) == (7, 9)
 
@@ -120,21 +127,27 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 with read_only(server.config_path.parent):
                     reply = await admin(client, "/llm2pic set limits.max_queue 3")
                 assert reply.startswith("未修改：cannot write"), reply
-                assert await admin(client, "/llm2pic get limits.max_queue") == \
-                    "limits.max_queue = 7"
+                assert (
+                    await admin(client, "/llm2pic get limits.max_queue") == "limits.max_queue = 7"
+                )
 
                 # 7. Corrupted on disk, then reload: last good kept, admin told; still draws.
                 server.config_path.write_text("[limits]\nmax_queue = 'lots'\n", "utf-8")
                 reply = await admin(client, "/llm2pic reload")
-                assert reply.startswith("配置文件有误，仍使用上一次的有效配置") and \
+                assert (
+                    reply.startswith("配置文件有误，仍使用上一次的有效配置")
+                )
+                assert (
                     "limits.max_queue" in reply
+                )
                 await draws(client, user_id=505)
 
                 # 8. Deleted while running: the last good config stays in force.
                 server.config_path.unlink()
                 await draws(client, user_id=506)
-                assert await admin(client, "/llm2pic get limits.max_queue") == \
-                    "limits.max_queue = 7"
+                assert (
+                    await admin(client, "/llm2pic get limits.max_queue") == "limits.max_queue = 7"
+                )
                 await client.no_call(within=0.3)
         finally:
             await server.stop()

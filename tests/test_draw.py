@@ -63,8 +63,9 @@ def image_message(data: bytes) -> Message:
 def expect_ack_and_image(ctx, event, image: bytes) -> None:
     """The acknowledgement, then the picture, both quoting the request."""
     ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-    ctx.should_call_send(event, image_message(image), result={"message_id": 2},
-                         reply_message=True, _timeout=120.0)
+    ctx.should_call_send(
+        event, image_message(image), result={"message_id": 2}, reply_message=True, _timeout=120.0
+    )
 
 
 def make_bot(ctx) -> Bot:
@@ -73,7 +74,7 @@ def make_bot(ctx) -> Bot:
 
 
 async def test_natural_request_sends_image_quoting_request(app: App, upstream: FakeOpenAI):
-    """"画一张猫咪的图片" → one ack, then the picture quoting the request."""
+    """ "画一张猫咪的图片" → one ack, then the picture quoting the request."""
     from nonebot_plugin_llm2pic.matchers.draw import natural
 
     event = group_message("画一张猫咪的图片", user_id=new_user())
@@ -101,7 +102,7 @@ async def test_chatter_and_negative_intent_ignored(app: App, upstream: FakeOpenA
 
 
 async def test_weak_request_needs_mention(app: App, upstream: FakeOpenAI):
-    """"想看看樱花" fires only when addressed to the bot."""
+    """ "想看看樱花" fires only when addressed to the bot."""
     from nonebot_plugin_llm2pic.matchers.draw import natural
 
     async with app.test_matcher(natural) as ctx:
@@ -136,8 +137,7 @@ async def test_require_mention_blocks_unaddressed(app: App, upstream: FakeOpenAI
         ("plugin.selfie", "false", "来张自拍"),
     ],
 )
-async def test_switches_silence_natural_triggers(app: App, upstream: FakeOpenAI, key, value,
-                                                 text):
+async def test_switches_silence_natural_triggers(app: App, upstream: FakeOpenAI, key, value, text):
     """The master switch, natural_language and selfie switches are honoured."""
     from nonebot_plugin_llm2pic import state
     from nonebot_plugin_llm2pic.matchers.draw import natural
@@ -209,8 +209,9 @@ async def test_pic_unknown_backend(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, "没有名为 nope 的后端，可用：openai、zimage",
-                             result={"message_id": 1})
+        ctx.should_call_send(
+            event, "没有名为 nope 的后端，可用：openai、zimage", result={"message_id": 1}
+        )
 
 
 async def test_raw_flag_skips_writer_but_adds_custom(app: App, upstream: FakeOpenAI):
@@ -237,8 +238,12 @@ async def test_banned_word_refused(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(natural) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, "这个描述包含不允许的内容，换一个吧", result={"message_id": 1},
-                             reply_message=True)
+        ctx.should_call_send(
+            event,
+            "这个描述包含不允许的内容，换一个吧",
+            result={"message_id": 1},
+            reply_message=True,
+        )
     assert upstream.requests == []
 
 
@@ -257,8 +262,9 @@ async def test_cooldown_refusal_once_per_window(app: App, upstream: FakeOpenAI):
         ctx.receive_event(bot, first)
         expect_ack_and_image(ctx, first, upstream.image)
         ctx.receive_event(bot, second)
-        ctx.should_call_send(second, "画得太快啦，请 60 秒后再试", result={"message_id": 3},
-                             reply_message=True)
+        ctx.should_call_send(
+            second, "画得太快啦，请 60 秒后再试", result={"message_id": 3}, reply_message=True
+        )
         ctx.receive_event(bot, third)
     assert len(upstream.requests) == 1
 
@@ -278,15 +284,28 @@ async def test_daily_quota_persisted_and_released_on_failure(app: App, upstream:
         bot = make_bot(ctx)
         ctx.receive_event(bot, failing)
         ctx.should_call_send(failing, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(failing, "绘图服务 openai 出错（HTTP 400）", result={"message_id": 2},
-                             reply_message=True)
+        ctx.should_call_send(
+            failing,
+            "绘图服务 openai 出错（HTTP 400）",
+            result={"message_id": 2},
+            reply_message=True,
+        )
         ctx.receive_event(bot, ok)
         ctx.should_call_send(ok, ACK, result={"message_id": 3}, reply_message=True)
-        ctx.should_call_send(ok, image_message(upstream.image), result={"message_id": 4},
-                             reply_message=True, _timeout=120.0)
+        ctx.should_call_send(
+            ok,
+            image_message(upstream.image),
+            result={"message_id": 4},
+            reply_message=True,
+            _timeout=120.0,
+        )
         ctx.receive_event(bot, refused)
-        ctx.should_call_send(refused, "你今天的画图次数用完了（1/1），明天再来吧",
-                             result={"message_id": 5}, reply_message=True)
+        ctx.should_call_send(
+            refused,
+            "你今天的画图次数用完了（1/1），明天再来吧",
+            result={"message_id": 5},
+            reply_message=True,
+        )
     assert await state.quota.usage(user_id=str(user), group_id=None) == (1, 0)
 
 
@@ -302,8 +321,9 @@ async def test_queue_full_is_busy(app: App, upstream: FakeOpenAI):
         async with app.test_matcher(pic_cmd) as ctx:
             bot = make_bot(ctx)
             ctx.receive_event(bot, event)
-            ctx.should_call_send(event, "排队的人太多了，请稍后再试", result={"message_id": 1},
-                                 reply_message=True)
+            ctx.should_call_send(
+                event, "排队的人太多了，请稍后再试", result={"message_id": 1}, reply_message=True
+            )
     finally:
         waiting.close()
     assert upstream.requests == []
@@ -320,8 +340,9 @@ async def test_auth_failure_names_backend(app: App, upstream: FakeOpenAI):
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, "绘图服务 openai 认证失败",
-                             result={"message_id": 2}, reply_message=True)
+        ctx.should_call_send(
+            event, "绘图服务 openai 认证失败", result={"message_id": 2}, reply_message=True
+        )
     assert len(upstream.requests) == 1
 
 
@@ -331,8 +352,12 @@ async def test_crop_show_prompt_and_silent_ack(app: App, upstream: FakeOpenAI):
     from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
 
     upstream.image = make_png(128, 128, (90, 200, 40))
-    for key, value in [("generation.crop_enabled", "true"), ("plugin.show_prompt", "true"),
-                       ("plugin.ack_message", '""'), ("plugin.reply_to_request", "false")]:
+    for key, value in [
+        ("generation.crop_enabled", "true"),
+        ("plugin.show_prompt", "true"),
+        ("plugin.ack_message", '""'),
+        ("plugin.reply_to_request", "false"),
+    ]:
         state.store.set(key, value)
     event = group_message("/pic 草地", user_id=new_user())
     sent: list[Message] = []
@@ -340,8 +365,9 @@ async def test_crop_show_prompt_and_silent_ack(app: App, upstream: FakeOpenAI):
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         expected = _cropped_message(upstream.image, 40) + MessageSegment.text("\n提示词：草地")
-        ctx.should_call_send(event, expected, result={"message_id": 1}, reply_message=False,
-                             _timeout=120.0)
+        ctx.should_call_send(
+            event, expected, result={"message_id": 1}, reply_message=False, _timeout=120.0
+        )
         sent.append(expected)
     image = Image.open(io.BytesIO(_image_bytes(sent[0])))
     assert image.size == (128, 88)
@@ -356,10 +382,19 @@ async def test_send_failure_becomes_text_notice(app: App, upstream: FakeOpenAI):
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), reply_message=True,
-                             _timeout=120.0, exception=ActionFailed(retcode=1200))
-        ctx.should_call_send(event, "图片发送失败（可能被风控或图片过大），请稍后再试",
-                             result={"message_id": 2}, reply_message=True)
+        ctx.should_call_send(
+            event,
+            image_message(upstream.image),
+            reply_message=True,
+            _timeout=120.0,
+            exception=ActionFailed(retcode=1200),
+        )
+        ctx.should_call_send(
+            event,
+            "图片发送失败（可能被风控或图片过大），请稍后再试",
+            result={"message_id": 2},
+            reply_message=True,
+        )
 
 
 async def test_send_timeout_becomes_text_notice(app: App, upstream: FakeOpenAI):
@@ -371,10 +406,19 @@ async def test_send_timeout_becomes_text_notice(app: App, upstream: FakeOpenAI):
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, image_message(upstream.image), reply_message=True,
-                             _timeout=120.0, exception=NetworkError("timeout"))
-        ctx.should_call_send(event, "图片发送超时，可能已经发出；如果没看到，请稍后再试",
-                             result={"message_id": 2}, reply_message=True)
+        ctx.should_call_send(
+            event,
+            image_message(upstream.image),
+            reply_message=True,
+            _timeout=120.0,
+            exception=NetworkError("timeout"),
+        )
+        ctx.should_call_send(
+            event,
+            "图片发送超时，可能已经发出；如果没看到，请稍后再试",
+            result={"message_id": 2},
+            reply_message=True,
+        )
 
 
 async def test_reply_to_image_reaches_backend(app: App, upstream: FakeOpenAI):
@@ -385,8 +429,14 @@ async def test_reply_to_image_reaches_backend(app: App, upstream: FakeOpenAI):
     upstream.files["ref.png"] = (reference, "image/png")
     quoted = Message(MessageSegment.image(upstream.url("/files/ref.png")))
     quoted[0].data["url"] = upstream.url("/files/ref.png")
-    reply = Reply(time=0, message_type="group", message_id=1, real_id=1,
-                  sender=Sender(user_id=1), message=quoted)
+    reply = Reply(
+        time=0,
+        message_type="group",
+        message_id=1,
+        real_id=1,
+        sender=Sender(user_id=1),
+        message=quoted,
+    )
     event = group_message("画成动漫风格", user_id=new_user(), to_me=True, reply=reply)
     async with app.test_matcher(natural) as ctx:
         bot = make_bot(ctx)
@@ -410,8 +460,9 @@ async def test_reference_that_is_not_an_image(app: App, upstream: FakeOpenAI):
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(event, "参考图不是有效的图片，请换一张", result={"message_id": 2},
-                             reply_message=True)
+        ctx.should_call_send(
+            event, "参考图不是有效的图片，请换一张", result={"message_id": 2}, reply_message=True
+        )
     assert all(r.path.startswith("/files") for r in upstream.requests)
 
 
@@ -424,10 +475,13 @@ async def test_unreadable_reply_is_answered(app: App, upstream: FakeOpenAI):
     async with app.test_matcher(natural) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_api("get_msg", {"message_id": 99},
-                            exception=ActionFailed(retcode=-5503007))
-        ctx.should_call_send(event, "找不到你回复的那条消息（可能太久了），请重新发送图片",
-                             result={"message_id": 1}, reply_message=True)
+        ctx.should_call_api("get_msg", {"message_id": 99}, exception=ActionFailed(retcode=-5503007))
+        ctx.should_call_send(
+            event,
+            "找不到你回复的那条消息（可能太久了），请重新发送图片",
+            result={"message_id": 1},
+            reply_message=True,
+        )
 
 
 async def test_save_images_writes_sidecar(app: App, upstream: FakeOpenAI):
@@ -439,8 +493,9 @@ async def test_save_images_writes_sidecar(app: App, upstream: FakeOpenAI):
     from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
 
     state.store.set("plugin.save_images", "true")
-    before = set((data_dir() / "images").glob("*.json")) if (data_dir() / "images").exists() \
-        else set()
+    before = (
+        set((data_dir() / "images").glob("*.json")) if (data_dir() / "images").exists() else set()
+    )
     event = group_message("/pic ../../etc/passwd 一只猫", user_id=new_user())
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
@@ -484,6 +539,11 @@ async def test_file_send_mode_sends_a_local_path(app: App, upstream: FakeOpenAI,
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, Message(MessageSegment.image(path)),
-                             result={"message_id": 1}, reply_message=True, _timeout=120.0)
+        ctx.should_call_send(
+            event,
+            Message(MessageSegment.image(path)),
+            result={"message_id": 1},
+            reply_message=True,
+            _timeout=120.0,
+        )
     assert path.read_bytes() == upstream.image

@@ -61,8 +61,9 @@ async def gradio():
         yield server
 
 
-async def fails_then_recovers(pipeline: Pipeline, error: type[BackendError] | type[Exception],
-                              user_message: str, fix) -> BaseException:
+async def fails_then_recovers(
+    pipeline: Pipeline, error: type[BackendError] | type[Exception], user_message: str, fix
+) -> BaseException:
     """Run a job that must fail with exactly this error, undo the fault, run one that works."""
     with pytest.raises(error) as caught:
         await pipeline.run(JOB)
@@ -81,8 +82,9 @@ async def test_stream_cut_mid_image_retried_then_interrupted(fake: FakeOpenAI):
     fake.cut_after = 200  # inside the completed event's b64_json
     settings = settings_for({"a": openai_backend(fake.base_url, use_sse=True, retries=1)})
     async with pipeline_for(settings) as pipeline:
-        await fails_then_recovers(pipeline, StreamError, "生成中断，请稍后再试",
-                                  lambda: setattr(fake, "cut_after", None))
+        await fails_then_recovers(
+            pipeline, StreamError, "生成中断，请稍后再试", lambda: setattr(fake, "cut_after", None)
+        )
     assert len(fake.requests) == 3  # two attempts, then the job that works
 
 
@@ -119,8 +121,9 @@ async def test_auth_failure_not_retried_names_backend(fake: FakeOpenAI, status: 
 
 async def test_429_retry_after_is_waited(fake: FakeOpenAI):
     """429 with Retry-After: 1 → the retry comes about a second later and succeeds."""
-    fake.replies.append(Reply(status=429, body={"error": {"message": "slow down"}},
-                              headers={"Retry-After": "1"}))
+    fake.replies.append(
+        Reply(status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "1"})
+    )
     settings = settings_for({"a": openai_backend(fake.base_url, retries=1)})
     async with pipeline_for(settings) as pipeline:
         started = time.monotonic()
@@ -133,8 +136,11 @@ async def test_429_retry_after_is_waited(fake: FakeOpenAI):
 async def test_503_retry_after_exhausted_then_fallback(fake: FakeOpenAI, spare: FakeOpenAI):
     """503s with Retry-After are waited for, then the fallback backend draws."""
     for _ in range(2):
-        fake.replies.append(Reply(status=503, body={"error": {"message": "overloaded"}},
-                                  headers={"Retry-After": "1"}))
+        fake.replies.append(
+            Reply(
+                status=503, body={"error": {"message": "overloaded"}}, headers={"Retry-After": "1"}
+            )
+        )
     settings = settings_for(
         {"a": openai_backend(fake.base_url, retries=1), "b": openai_backend(spare.base_url)},
         routing={"fallback": ["b"]},
@@ -154,8 +160,9 @@ async def test_500_burst_longer_than_retries_fails_once(fake: FakeOpenAI):
         fake.replies.append(Reply(status=500))
     settings = settings_for({"a": openai_backend(fake.base_url, retries=1)})
     async with pipeline_for(settings) as pipeline:
-        await fails_then_recovers(pipeline, BackendStatusError, "绘图服务 a 出错（HTTP 500）",
-                                  lambda: None)
+        await fails_then_recovers(
+            pipeline, BackendStatusError, "绘图服务 a 出错（HTTP 500）", lambda: None
+        )
     assert len(fake.requests) == 3
 
 
@@ -202,8 +209,9 @@ async def test_gradio_heartbeats_forever_time_out(gradio: FakeGradio):
 async def test_job_timeout_bounds_everything(fake: FakeOpenAI):
     """`limits.job_timeout` ends a job whose upstream never answers, retries included."""
     fake.delay = 5
-    settings = settings_for({"a": openai_backend(fake.base_url, retries=2)},
-                            limits={"job_timeout": 0.5})
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url, retries=2)}, limits={"job_timeout": 0.5}
+    )
     async with pipeline_for(settings) as pipeline:
         started = time.monotonic()
         with pytest.raises(JobTimeoutError) as caught:
@@ -243,9 +251,10 @@ async def test_gradio_error_fails_fast_with_its_text(gradio: FakeGradio, data, r
 
 async def test_llm_down_falls_back_to_request_text(fake: FakeOpenAI):
     """Nothing listens at the LLM's address: the request text is the prompt; drawing goes on."""
-    settings = settings_for({"a": openai_backend(fake.base_url)},
-                            llm={"base_url": "http://127.0.0.1:9/v1", "model": "m",
-                                 "timeout": 2})
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url)},
+        llm={"base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout": 2},
+    )
     async with pipeline_for(settings) as pipeline:
         result = await pipeline.run(JOB)
     assert result.prompt == "一只猫"
@@ -256,8 +265,10 @@ async def test_llm_slow_falls_back_within_its_timeout(fake: FakeOpenAI):
     """An LLM slower than `llm.timeout` is abandoned after it; drawing goes on."""
     async with FakeLlm() as llm:
         llm.delay = 3
-        settings = settings_for({"a": openai_backend(fake.base_url)},
-                                llm={"base_url": llm.base_url, "model": "m", "timeout": 0.4})
+        settings = settings_for(
+            {"a": openai_backend(fake.base_url)},
+            llm={"base_url": llm.base_url, "model": "m", "timeout": 0.4},
+        )
         async with pipeline_for(settings) as pipeline:
             started = time.monotonic()
             result = await pipeline.run(JOB)
@@ -291,8 +302,9 @@ async def test_bad_reference_url(fake: FakeOpenAI, name: str, reply: str):
 
 
 @pytest.mark.parametrize("fault", ["500", "401", "hangup", "gradio_error"])
-async def test_fallback_used_after_backend_failure(fake: FakeOpenAI, spare: FakeOpenAI,
-                                                   gradio: FakeGradio, fault: str):
+async def test_fallback_used_after_backend_failure(
+    fake: FakeOpenAI, spare: FakeOpenAI, gradio: FakeGradio, fault: str
+):
     """After 5xx, 401, a dropped connection or a Gradio error, `routing.fallback` draws."""
     primary = openai_backend(fake.base_url)
     if fault == "500":
@@ -304,8 +316,9 @@ async def test_fallback_used_after_backend_failure(fake: FakeOpenAI, spare: Fake
     else:
         gradio.stream = [sse("error", QUOTA_TEXT)]
         primary = gradio_backend(gradio.base_url)
-    settings = settings_for({"a": primary, "b": openai_backend(spare.base_url)},
-                            routing={"fallback": ["b"]})
+    settings = settings_for(
+        {"a": primary, "b": openai_backend(spare.base_url)}, routing={"fallback": ["b"]}
+    )
     async with pipeline_for(settings) as pipeline:
         result = await pipeline.run(JOB)
     assert (result.backend, result.image.data) == ("b", spare.image)
@@ -314,11 +327,21 @@ async def test_fallback_used_after_backend_failure(fake: FakeOpenAI, spare: Fake
 
 async def test_no_fallback_after_content_policy(fake: FakeOpenAI, spare: FakeOpenAI):
     """A content-policy refusal is final: the fallback backend is never asked."""
-    fake.replies.append(Reply(status=400, body={"error": {
-        "code": "content_policy_violation",
-        "message": "Your request was rejected by the safety system."}}))
-    settings = settings_for({"a": openai_backend(fake.base_url, retries=2),
-                             "b": openai_backend(spare.base_url)}, routing={"fallback": ["b"]})
+    fake.replies.append(
+        Reply(
+            status=400,
+            body={
+                "error": {
+                    "code": "content_policy_violation",
+                    "message": "Your request was rejected by the safety system.",
+                }
+            },
+        )
+    )
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url, retries=2), "b": openai_backend(spare.base_url)},
+        routing={"fallback": ["b"]},
+    )
     async with pipeline_for(settings) as pipeline:
         with pytest.raises(ContentPolicyError) as caught:
             await pipeline.run(JOB)
@@ -330,8 +353,10 @@ async def test_no_fallback_after_content_policy(fake: FakeOpenAI, spare: FakeOpe
 async def test_no_fallback_when_user_picked_backend(fake: FakeOpenAI, spare: FakeOpenAI):
     """With `-b a` a failure of a is reported, never silently drawn by another backend."""
     fake.replies.append(Reply(status=500))
-    settings = settings_for({"a": openai_backend(fake.base_url),
-                             "b": openai_backend(spare.base_url)}, routing={"fallback": ["b"]})
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url), "b": openai_backend(spare.base_url)},
+        routing={"fallback": ["b"]},
+    )
     async with pipeline_for(settings) as pipeline:
         with pytest.raises(BackendStatusError) as caught:
             await pipeline.run(DrawJob(text="一只猫", backend="a"))
@@ -343,8 +368,10 @@ async def test_every_fallback_failing_reports_the_last(fake: FakeOpenAI, spare: 
     """When the fallback fails too, the user hears the last backend's reason, once."""
     fake.replies.append(Reply(status=500))
     spare.replies.append(Reply(status=401, body={"error": {"message": "bad key"}}))
-    settings = settings_for({"a": openai_backend(fake.base_url),
-                             "b": openai_backend(spare.base_url)}, routing={"fallback": ["b"]})
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url), "b": openai_backend(spare.base_url)},
+        routing={"fallback": ["b"]},
+    )
     async with pipeline_for(settings) as pipeline:
         with pytest.raises(BackendAuthError) as caught:
             await pipeline.run(JOB)
@@ -355,8 +382,7 @@ async def test_every_fallback_failing_reports_the_last(fake: FakeOpenAI, spare: 
 # --- end to end -----------------------------------------------------------------------------------
 
 
-async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
-                                 gradio: FakeGradio):
+async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI, gradio: FakeGradio):
     """Through `serve` and OneBot v11, one bot meets each §5 row in turn: every request gets its
     ack and exactly one outcome (read strictly in order, so a stray extra reply would fail the
     next step), and the queue is empty at the end."""
@@ -369,7 +395,8 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
     fake.api_key = SECRET  # every step's replies and the whole log are searched for it below
     server = ServeProcess(tmp_path)
     write_config(
-        server, fake,
+        server,
+        fake,
         routing={"fallback": ["spare"]},
         backends={
             "openai": openai_backend(fake.base_url, retries=1, api_key=SECRET),
@@ -413,10 +440,15 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI,
             await fails("/pic -b z 猫", f"绘图服务 z 报错：{QUOTA_TEXT}")
             assert elapsed(started) < 3
             # Not an image; a decompression bomb.
-            for data, reply in [(b"<html>no</html>", "绘图服务 openai 返回的图片无效"),
-                                (png_claiming(30000, 30000), "生成的图片尺寸过大，已拒绝")]:
-                fake.replies.append(Reply(status=200, body={"data": [
-                    {"b64_json": base64.b64encode(data).decode()}]}))
+            for data, reply in [
+                (b"<html>no</html>", "绘图服务 openai 返回的图片无效"),
+                (png_claiming(30000, 30000), "生成的图片尺寸过大，已拒绝"),
+            ]:
+                fake.replies.append(
+                    Reply(
+                        status=200, body={"data": [{"b64_json": base64.b64encode(data).decode()}]}
+                    )
+                )
                 await fails("/pic -b openai 猫", reply)
             # A response larger than the cap.
             gradio.stream = [sse("complete", zimage_outputs())]

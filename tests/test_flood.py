@@ -27,9 +27,15 @@ from .onebot_client import OneBotClient, ServeProcess, message_segments, message
 from .test_chat_e2e import write_config
 
 ACK = "收到，正在画…"
-FLOOD_LIMITS = {"user_cooldown_seconds": 30, "user_per_minute": 5, "user_daily_quota": 20,
-                "group_daily_quota": 8, "max_concurrency": 2, "max_queue": 10,
-                "job_timeout": 30}
+FLOOD_LIMITS = {
+    "user_cooldown_seconds": 30,
+    "user_per_minute": 5,
+    "user_daily_quota": 20,
+    "group_daily_quota": 8,
+    "max_concurrency": 2,
+    "max_queue": 10,
+    "job_timeout": 30,
+}
 OUTCOME_DEADLINE = 30.0
 """Seconds within which every request of a flood must have its outcome."""
 RSS_GROWTH_LIMIT = 60 * 1024 * 1024
@@ -98,15 +104,17 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-async def flood(client: OneBotClient, users: range, groups: int, per_user: int,
-                group_base: int) -> Tally:
+async def flood(
+    client: OneBotClient, users: range, groups: int, per_user: int, group_base: int
+) -> Tally:
     """Post ``per_user`` `/pic` requests from each user, all at once, across ``groups`` groups."""
     requests: dict[int, tuple[int, int]] = {}
     for round_ in range(per_user):
         for user in users:
             group = group_base + user % groups
-            message_id = await client.group_message(f"/pic 第{round_}张 {user}", user_id=user,
-                                                    group_id=group)
+            message_id = await client.group_message(
+                f"/pic 第{round_}张 {user}", user_id=user, group_id=group
+            )
             requests[message_id] = (user, group)
     return Tally(requests)
 
@@ -136,12 +144,18 @@ async def test_flood_end_to_end_with_restart(tmp_path: Path, fake: FakeOpenAI):
 
             assert all(len(outcomes) == 1 for outcomes in tally.outcomes.values())
             assert all(count <= 1 for count in tally.acks.values())
-            kinds = {text if text == "image" else text[:4]
-                     for outcomes in tally.outcomes.values() for text in outcomes}
-            assert "image" in kinds and kinds <= {"image", "画得太快", "排队的人", "本群今天"}, kinds
+            kinds = {
+                text if text == "image" else text[:4]
+                for outcomes in tally.outcomes.values()
+                for text in outcomes
+            }
+            assert "image" in kinds and kinds <= {"image", "画得太快", "排队的人", "本群今天"}, (
+                kinds
+            )
             group_images = tally.images(by=1)
-            assert all(count <= FLOOD_LIMITS["group_daily_quota"]
-                       for count in group_images.values())
+            assert all(
+                count <= FLOOD_LIMITS["group_daily_quota"] for count in group_images.values()
+            )
             assert fake.peak_in_flight <= FLOOD_LIMITS["max_concurrency"]
             assert rss(server.process.pid) - rss_before < RSS_GROWTH_LIMIT
             await client.no_call(within=0.3)  # nothing more trickles in
@@ -158,10 +172,11 @@ async def test_flood_end_to_end_with_restart(tmp_path: Path, fake: FakeOpenAI):
             while sum(second.acks.values()) < 3 and time.monotonic() < deadline:
                 second.record((await client.next_call("send_msg")).params["message"])
         await server.stop()
-        users_after, groups_after = quota_counters(tmp_path)
+        _users_after, groups_after = quota_counters(tmp_path)
         delivered_second = {m for m, o in second.outcomes.items() if "image" in o}
-        assert sum(groups_after.values()) == sum(groups.values()) + len(delivered_second), \
+        assert sum(groups_after.values()) == sum(groups.values()) + len(delivered_second), (
             "a job cancelled by the restart kept its quota unit"
+        )
         assert len(fake.requests) >= delivered
 
         fake.delay = 0.05
@@ -176,12 +191,12 @@ async def test_flood_end_to_end_with_restart(tmp_path: Path, fake: FakeOpenAI):
                     reply = (await client.next_call("send_msg")).params["message"]
                     assert message_text(reply).startswith("本群今天"), reply
                 await client.group_message("/pic 恢复了吗", user_id=791, group_id=999)
-                assert message_text((await client.next_call("send_msg")).params["message"]) \
-                    == ACK
+                assert message_text((await client.next_call("send_msg")).params["message"]) == ACK
                 done = await client.next_call("send_msg")
                 assert message_segments(done.params["message"], "image")
             users_final, _ = quota_counters(tmp_path)
-            assert users_final.get(791) == 1 and users_final.get(790) is None
+            assert users_final.get(791) == 1
+            assert users_final.get(790) is None
         finally:
             await restarted.stop()
     finally:
@@ -192,16 +207,16 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
     """The natural-language rule: 10 members each sending 4 drawing requests in a burst get one
     ack and one picture each, at most one cooldown refusal each, and silence for the rest."""
     server = ServeProcess(tmp_path)
-    write_config(server, fake, limits={**FLOOD_LIMITS, "group_daily_quota": 100,
-                                       "max_queue": 50})
+    write_config(server, fake, limits={**FLOOD_LIMITS, "group_daily_quota": 100, "max_queue": 50})
     await server.start()
     try:
         async with OneBotClient(server.ws_url) as client:
             requests: dict[int, tuple[int, int]] = {}
             for round_ in range(4):
                 for user in range(1100, 1110):
-                    message_id = await client.group_message(f"画一只猫{round_}", user_id=user,
-                                                            group_id=1200)
+                    message_id = await client.group_message(
+                        f"画一只猫{round_}", user_id=user, group_id=1200
+                    )
                     requests[message_id] = (user, 1200)
             tally = Tally(requests)
             firsts = set(list(requests)[:10])
@@ -209,8 +224,9 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
             while firsts & tally.pending:
                 remaining = deadline - time.monotonic()
                 assert remaining > 0
-                tally.record((await client.next_call("send_msg", timeout=remaining))
-                             .params["message"])
+                tally.record(
+                    (await client.next_call("send_msg", timeout=remaining)).params["message"]
+                )
             await client.no_call(within=0.5)
             while not client.calls.empty():
                 tally.record(client.calls.get_nowait().params["message"])
@@ -230,14 +246,17 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
 async def test_pipeline_flood_keeps_concurrency_and_queue_bounded(fake: FakeOpenAI):
     """100 jobs at once on the pipeline: queue refusals beyond `max_queue`, never more than
     `max_concurrency` upstream calls, every job ends, counters back to zero, next job works."""
-    settings = settings_for({"a": openai_backend(fake.base_url)},
-                            limits={"max_queue": 10, "max_concurrency": 3})
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url)}, limits={"max_queue": 10, "max_concurrency": 3}
+    )
     async with pipeline_for(settings) as pipeline:
-        results = await asyncio.gather(*(pipeline.run(DrawJob(text=f"猫{i}")) for i in range(100)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(pipeline.run(DrawJob(text=f"猫{i}")) for i in range(100)), return_exceptions=True
+        )
         refused = [r for r in results if isinstance(r, QueueFullError)]
         drawn = [r for r in results if not isinstance(r, BaseException)]
-        assert len(drawn) == 10 and len(refused) == 90
+        assert len(drawn) == 10
+        assert len(refused) == 90
         assert all(isinstance(r, Llm2PicError) for r in results if isinstance(r, BaseException))
         assert fake.peak_in_flight <= 3
         assert (await pipeline.run(DrawJob(text="之后"))).image.data == fake.image

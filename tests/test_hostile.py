@@ -85,13 +85,26 @@ def b64(data: bytes) -> str:
         (b64(png(64, 64)[:120]), ImageError, "生成的图片数据不完整"),
         (b64(png_claiming(30000, 30000)), ImageError, "生成的图片尺寸过大，已拒绝"),
         (b64(png_claiming(9000, 9000)), ImageError, "生成的图片尺寸过大，已拒绝"),
-        (b64(png())[:40] + "!!!$$$***" + b64(png())[40:], UpstreamError,
-         "绘图服务 a 返回的图片无效"),
-        ("data:image/png;base64," + b64(b"%PDF-1.7 not a png"), UpstreamError,
-         "绘图服务 a 返回的图片无效"),
+        (
+            b64(png())[:40] + "!!!$$$***" + b64(png())[40:],
+            UpstreamError,
+            "绘图服务 a 返回的图片无效",
+        ),
+        (
+            "data:image/png;base64," + b64(b"%PDF-1.7 not a png"),
+            UpstreamError,
+            "绘图服务 a 返回的图片无效",
+        ),
     ],
-    ids=["text", "html", "truncated-png", "bomb-header", "bomb-over-guard", "b64-garbage",
-         "data-url-lies"],
+    ids=[
+        "text",
+        "html",
+        "truncated-png",
+        "bomb-header",
+        "bomb-over-guard",
+        "b64-garbage",
+        "data-url-lies",
+    ],
 )
 async def test_bad_image_bytes_are_refused(fake: FakeOpenAI, payload: str, error, reply: str):
     """Non-images, truncated PNGs, bombs and garbage base64: one reason, then business as usual."""
@@ -108,9 +121,23 @@ async def test_bad_image_bytes_are_refused(fake: FakeOpenAI, payload: str, error
 
 async def test_chat_data_url_claiming_png_holds_html(fake: FakeOpenAI):
     """Chat mode: a markdown data URL labelled image/png that holds HTML is refused."""
-    fake.replies.append(Reply(status=200, body={"choices": [{"index": 0, "finish_reason": "stop",
-        "message": {"role": "assistant",
-                    "content": f"![x](data:image/png;base64,{b64(b'<html>hi</html>')})"}}]}))
+    fake.replies.append(
+        Reply(
+            status=200,
+            body={
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {
+                            "role": "assistant",
+                            "content": f"![x](data:image/png;base64,{b64(b'<html>hi</html>')})",
+                        },
+                    }
+                ]
+            },
+        )
+    )
     settings = settings_for({"a": openai_backend(fake.base_url, mode="chat")})
     async with pipeline_for(settings) as pipeline:
         with pytest.raises(UpstreamError) as caught:
@@ -149,27 +176,50 @@ async def test_declared_100mb_rejected_before_reading(raw: RawHttpServer):
     ("answer", "error", "reply"),
     [
         # Claims more than it sends, then hangs up: a cut body, never a partial image.
-        (http_response(images_answer(b64(png())), content_length=5000), StreamError,
-         "生成中断，请稍后再试"),
+        (
+            http_response(images_answer(b64(png())), content_length=5000),
+            StreamError,
+            "生成中断，请稍后再试",
+        ),
         # Claims less than it sends: the JSON we read is cut short.
-        (http_response(images_answer(b64(png())), content_length=30), BackendConnectionError,
-         "无法连接绘图服务 a"),
+        (
+            http_response(images_answer(b64(png())), content_length=30),
+            BackendConnectionError,
+            "无法连接绘图服务 a",
+        ),
         (None, StreamError, "生成中断，请稍后再试"),
         (http_response(DEEP), UpstreamError, "绘图服务 a 返回了无法解析的结果"),
         (http_response('{"data": "nope"}'), UpstreamError, "绘图服务 a 返回的图片无效"),
         (http_response("null"), UpstreamError, "绘图服务 a 返回的图片无效"),
         (http_response('{"data": [null, 1]}'), UpstreamError, "绘图服务 a 返回的图片无效"),
-        (http_response("<html>gateway</html>", content_type="text/html"), UpstreamError,
-         "绘图服务 a 返回了无法解析的结果"),
-        (http_response("data: " + DEEP + "\n\n", content_type="text/event-stream"), StreamError,
-         "生成中断，请稍后再试"),
+        (
+            http_response("<html>gateway</html>", content_type="text/html"),
+            UpstreamError,
+            "绘图服务 a 返回了无法解析的结果",
+        ),
+        (
+            http_response("data: " + DEEP + "\n\n", content_type="text/event-stream"),
+            StreamError,
+            "生成中断，请稍后再试",
+        ),
         (b"HTTP/1.1 banana\r\n\r\n", BackendConnectionError, "无法连接绘图服务 a"),
     ],
-    ids=["length-too-long", "length-too-short", "no-headers", "deep-json", "data-not-list",
-         "null", "data-null-item", "html", "deep-sse-event", "bad-status-line"],
+    ids=[
+        "length-too-long",
+        "length-too-short",
+        "no-headers",
+        "deep-json",
+        "data-not-list",
+        "null",
+        "data-null-item",
+        "html",
+        "deep-sse-event",
+        "bad-status-line",
+    ],
 )
-async def test_lying_and_malformed_answers(raw: RawHttpServer, fake: FakeOpenAI, answer, error,
-                                           reply: str):
+async def test_lying_and_malformed_answers(
+    raw: RawHttpServer, fake: FakeOpenAI, answer, error, reply: str
+):
     """Lying lengths, missing headers, deep or odd JSON: one typed error with a clear reason."""
     raw.script.append(answer)
     settings = settings_for({"a": openai_backend(raw.base_url)})
@@ -197,8 +247,10 @@ async def test_gradio_deeply_nested_complete_event():
 async def test_llm_answering_deep_json_still_draws(fake: FakeOpenAI):
     """An LLM answer nested past the recursion limit is cleaned as text; drawing goes on."""
     async with FakeLlm(answer='{"prompt": ' + DEEP + "}") as llm:
-        settings = settings_for({"a": openai_backend(fake.base_url)},
-                                llm={"base_url": llm.base_url, "model": "m", "timeout": 5})
+        settings = settings_for(
+            {"a": openai_backend(fake.base_url)},
+            llm={"base_url": llm.base_url, "model": "m", "timeout": 5},
+        )
         async with pipeline_for(settings) as pipeline:
             result = await pipeline.run(JOB)
     assert result.image.data == fake.image
@@ -207,8 +259,10 @@ async def test_llm_answering_deep_json_still_draws(fake: FakeOpenAI):
 async def test_llm_whole_body_deep_json_falls_back(fake: FakeOpenAI, raw: RawHttpServer):
     """An LLM whose whole body is deep JSON falls back to the request text."""
     raw.fallback = http_response(DEEP)
-    settings = settings_for({"a": openai_backend(fake.base_url)},
-                            llm={"base_url": raw.base_url, "model": "m", "timeout": 5})
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url)},
+        llm={"base_url": raw.base_url, "model": "m", "timeout": 5},
+    )
     async with pipeline_for(settings) as pipeline:
         result = await pipeline.run(JOB)
     assert result.prompt == "一只猫"
@@ -245,8 +299,9 @@ def store(tmp_path: Path) -> SettingsStore:
         ("persona.name", "\ud800", "persona.name"),
     ],
 )
-def test_hostile_admin_values_leave_file_unchanged(store: SettingsStore, key: str, raw: str,
-                                                   fragment: str):
+def test_hostile_admin_values_leave_file_unchanged(
+    store: SettingsStore, key: str, raw: str, fragment: str
+):
     """Huge, wrong-typed or injecting values are refused naming the key; the file is untouched."""
     before = store.path.read_bytes()
     settings_before = store.settings
@@ -274,26 +329,61 @@ def test_toml_injection_in_a_string_is_just_text(store: SettingsStore, raw: str)
 # --- properties -----------------------------------------------------------------------------------
 
 EDIT_KEYS = [
-    "persona.name", "persona.description", "plugin.ack_message", "plugin.show_prompt",
-    "plugin.max_send_bytes", "plugin.blocked_users", "plugin.send_mode", "limits.max_queue",
-    "limits.user_cooldown_seconds", "limits.job_timeout", "generation.crop_position",
-    "generation.crop_pixels", "generation.banned_words", "routing.default", "routing.fallback",
-    "llm.temperature", "backends.zimage.steps", "backends.openai.model", "backends.new.type",
-    "nope.key", "plugin.nope",
+    "persona.name",
+    "persona.description",
+    "plugin.ack_message",
+    "plugin.show_prompt",
+    "plugin.max_send_bytes",
+    "plugin.blocked_users",
+    "plugin.send_mode",
+    "limits.max_queue",
+    "limits.user_cooldown_seconds",
+    "limits.job_timeout",
+    "generation.crop_position",
+    "generation.crop_pixels",
+    "generation.banned_words",
+    "routing.default",
+    "routing.fallback",
+    "llm.temperature",
+    "backends.zimage.steps",
+    "backends.openai.model",
+    "backends.new.type",
+    "nope.key",
+    "plugin.nope",
 ]
 
 _scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["true", "false", "True", "yes", "", " ", '""', "[]", "{}", "nan", "inf",
-                     "zimage", '"openai"', '["zimage"]', '["a", 1]', "bottom", '"file"']),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "True",
+            "yes",
+            "",
+            " ",
+            '""',
+            "[]",
+            "{}",
+            "nan",
+            "inf",
+            "zimage",
+            '"openai"',
+            '["zimage"]',
+            '["a", 1]',
+            "bottom",
+            '"file"',
+        ]
+    ),
     st.text(max_size=40),
-    st.text(alphabet='"[]{}=\n\\\'#., abc1', max_size=30),
+    st.text(alphabet="\"[]{}=\n\\'#., abc1", max_size=30),
 )
 
 
-@hyp_settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hyp_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(key=st.sampled_from(EDIT_KEYS), raw=_scalars)
 def test_any_edit_round_trips_or_changes_nothing(tmp_path: Path, key: str, raw: str):
     """Property: an accepted edit reads back the same (live and from disk); a rejected one is a
@@ -355,14 +445,20 @@ _sse_value = st.text(
     alphabet=st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)),
     max_size=12,
 )
-_sse_event = st.fixed_dictionaries({
-    "event": st.one_of(st.none(), _sse_value.filter(lambda v: v != "")),
-    "data": st.lists(st.one_of(_sse_value, st.sampled_from(['{"b64_json": "iVBOR="}', ":",
-                                                             " lead", "[DONE]"])),
-                     min_size=1, max_size=4),
-    "id": st.one_of(st.none(), _sse_value),
-    "comment": st.one_of(st.none(), _sse_value),
-})
+_sse_event = st.fixed_dictionaries(
+    {
+        "event": st.one_of(st.none(), _sse_value.filter(lambda v: v != "")),
+        "data": st.lists(
+            st.one_of(
+                _sse_value, st.sampled_from(['{"b64_json": "iVBOR="}', ":", " lead", "[DONE]"])
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        "id": st.one_of(st.none(), _sse_value),
+        "comment": st.one_of(st.none(), _sse_value),
+    }
+)
 
 
 def _encode_events(events: list[dict], ends: list[str], bom: bool) -> tuple[bytes, list]:
@@ -379,8 +475,11 @@ def _encode_events(events: list[dict], ends: list[str], bom: bool) -> tuple[byte
             lines.append("id: " + event["id"])
             last_id = event["id"]
         lines.append("")
-        expected.append(ServerSentEvent(event=event["event"] or "message",
-                                        data="\n".join(event["data"]), id=last_id))
+        expected.append(
+            ServerSentEvent(
+                event=event["event"] or "message", data="\n".join(event["data"]), id=last_id
+            )
+        )
     pieces: list[str] = []
     for i, line in enumerate(lines):
         end = ends[i % len(ends)]
@@ -395,7 +494,7 @@ def _decode_chunks(stream: bytes, cuts: list[int]) -> list[ServerSentEvent]:
     points = sorted({min(cut, len(stream)) for cut in cuts})
     decoder = SSEDecoder()
     events: list[ServerSentEvent] = []
-    for a, b in zip([0, *points], [*points, len(stream)]):
+    for a, b in zip([0, *points], [*points, len(stream)], strict=False):
         events += decoder.feed(stream[a:b])
     return events + decoder.close()
 
@@ -416,8 +515,11 @@ def test_sse_any_stream_any_chunking_decodes_to_its_events(events, ends, bom, cu
 
 @hyp_settings(max_examples=25, deadline=None)
 @given(
-    piece=st.text(alphabet=st.characters(blacklist_characters="\r\n\0",
-                                         blacklist_categories=("Cs",)), min_size=1, max_size=3),
+    piece=st.text(
+        alphabet=st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)),
+        min_size=1,
+        max_size=3,
+    ),
     lead=st.sampled_from(["", " ", "  "]),
     chunk=st.integers(min_value=1, max_value=70_000),
     end=st.sampled_from(["\n", "\r", "\r\n"]),

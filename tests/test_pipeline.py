@@ -7,10 +7,12 @@ import pytest
 from nonebot_plugin_llm2pic.pipeline import BackendStats, primary_backend
 from nonebot_plugin_llm2pic.settings import parse_settings
 
-SPLIT = parse_settings({
-    "backends": {"nai": {"type": "gradio", "base_url": "http://h"}},
-    "routing": {"default": "zimage", "anime": "nai", "real": "openai"},
-})
+SPLIT = parse_settings(
+    {
+        "backends": {"nai": {"type": "gradio", "base_url": "http://h"}},
+        "routing": {"default": "zimage", "anime": "nai", "real": "openai"},
+    }
+)
 PLAIN = parse_settings({})
 
 

@@ -53,8 +53,11 @@ class Logs:
         self.loguru: list[str] = []
 
     def lines(self) -> list[str]:
-        return [*self.loguru, *(r.getMessage() for r in self.caplog.records),
-                *self.caplog.text.splitlines()]
+        return [
+            *self.loguru,
+            *(r.getMessage() for r in self.caplog.records),
+            *self.caplog.text.splitlines(),
+        ]
 
     def __iter__(self):
         return iter(self.lines())
@@ -69,8 +72,7 @@ class Logs:
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture):
     collected = Logs(caplog)
-    sink = nonebot_logger.add(lambda message: collected.loguru.append(str(message)),
-                              level="DEBUG")
+    sink = nonebot_logger.add(lambda message: collected.loguru.append(str(message)), level="DEBUG")
     caplog.set_level(logging.DEBUG)
     try:
         yield collected
@@ -94,8 +96,13 @@ def error_texts(err: BaseException) -> list[str]:
 
 
 def echo_key(key: str) -> dict:
-    return {"error": {"message": f"Incorrect API key provided: {key}. Check {key} again.",
-                      "type": "invalid_request_error", "code": "invalid_api_key"}}
+    return {
+        "error": {
+            "message": f"Incorrect API key provided: {key}. Check {key} again.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
 
 
 # --- keys -----------------------------------------------------------------------------------------
@@ -122,7 +129,8 @@ async def test_echoed_key_never_leaks(reply: Reply, logs: Logs):
             with pytest.raises(BackendError) as caught:
                 await pipeline.run(JOB)
     texts = error_texts(caught.value) + logs
-    assert texts and not [text for text in texts if SECRET in text]
+    assert texts
+    assert not [text for text in texts if SECRET in text]
     assert fake.requests[0].headers["Authorization"] == f"Bearer {SECRET}"  # it was really used
 
 
@@ -142,8 +150,10 @@ async def test_llm_key_never_leaks_when_the_llm_fails(logs: Logs):
     """The prompt writer's key stays out of the fallback's logs, even when echoed."""
     async with FakeOpenAI() as fake, RawHttpServer() as llm:
         llm.fallback = http_response(echo_key(SECRET), status="401 Unauthorized")
-        settings = settings_for({"a": openai_backend(fake.base_url)},
-                                llm={"base_url": llm.base_url, "model": "m", "api_key": SECRET})
+        settings = settings_for(
+            {"a": openai_backend(fake.base_url)},
+            llm={"base_url": llm.base_url, "model": "m", "api_key": SECRET},
+        )
         async with pipeline_for(settings) as pipeline:
             result = await pipeline.run(JOB)
     assert result.prompt == "一只猫"
@@ -158,7 +168,8 @@ async def test_env_key_resolved_but_never_shown(monkeypatch: pytest.MonkeyPatch,
         fake.api_key = SECRET
         fake.replies.append(Reply(status=500, body=echo_key(SECRET)))
         settings = settings_for(
-            {"a": openai_backend(fake.base_url, api_key="env:LLM2PIC_TEST_KEY")})
+            {"a": openai_backend(fake.base_url, api_key="env:LLM2PIC_TEST_KEY")}
+        )
         async with pipeline_for(settings) as pipeline:
             with pytest.raises(BackendError) as caught:
                 await pipeline.run(JOB)
@@ -177,13 +188,15 @@ async def keyed_upstream(config_file: Path):
     async with FakeOpenAI() as fake:
         fake.api_key = SECRET
         fake.image = png(40, 30)
-        for key, value in [("backends.openai.base_url", f'"{fake.base_url}"'),
-                           ("backends.openai.api_key", f'"{SECRET}"'),
-                           ("backends.openai.retries", "0"),
-                           ("routing.default", '"openai"'),
-                           ("limits.user_cooldown_seconds", "0"),
-                           ("plugin.save_images", "true"),
-                           ("plugin.show_prompt", "true")]:
+        for key, value in [
+            ("backends.openai.base_url", f'"{fake.base_url}"'),
+            ("backends.openai.api_key", f'"{SECRET}"'),
+            ("backends.openai.retries", "0"),
+            ("routing.default", '"openai"'),
+            ("limits.user_cooldown_seconds", "0"),
+            ("plugin.save_images", "true"),
+            ("plugin.show_prompt", "true"),
+        ]:
             state.store.set(key, value)
         state.run_inline = True
         try:
@@ -192,8 +205,9 @@ async def keyed_upstream(config_file: Path):
             state.run_inline = False
 
 
-async def test_chat_replies_logs_and_sidecars_hold_no_key(app: App, keyed_upstream: FakeOpenAI,
-                                                          logs: Logs):
+async def test_chat_replies_logs_and_sidecars_hold_no_key(
+    app: App, keyed_upstream: FakeOpenAI, logs: Logs
+):
     """A failing and a working `/pic`: replies, logs and the saved sidecar never hold the key."""
     from nonebot_plugin_llm2pic.config import data_dir
     from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
@@ -207,13 +221,19 @@ async def test_chat_replies_logs_and_sidecars_hold_no_key(app: App, keyed_upstre
         bot = ctx.create_bot(base=Bot, adapter=ctx.create_adapter(base=Adapter), self_id=SELF_ID)
         ctx.receive_event(bot, failing)
         ctx.should_call_send(failing, "收到，正在画…", result={"message_id": 1}, reply_message=True)
-        ctx.should_call_send(failing, "绘图服务 openai 认证失败", result={"message_id": 2},
-                             reply_message=True)
+        ctx.should_call_send(
+            failing, "绘图服务 openai 认证失败", result={"message_id": 2}, reply_message=True
+        )
         ctx.receive_event(bot, working)
         ctx.should_call_send(working, "收到，正在画…", result={"message_id": 3}, reply_message=True)
         image = Message(MessageSegment.image(keyed_upstream.image))
-        ctx.should_call_send(working, image + MessageSegment.text("\n提示词：一只狗"),
-                             result={"message_id": 4}, reply_message=True, _timeout=120.0)
+        ctx.should_call_send(
+            working,
+            image + MessageSegment.text("\n提示词：一只狗"),
+            result={"message_id": 4},
+            reply_message=True,
+            _timeout=120.0,
+        )
     new = set(images.glob("*.json")) - before
     assert len(new) == 1
     assert SECRET not in new.pop().read_text("utf-8")
@@ -226,8 +246,13 @@ async def test_chat_replies_logs_and_sidecars_hold_no_key(app: App, keyed_upstre
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "ftp://127.0.0.1/x.png", "gopher://127.0.0.1:70/_x", "//evil/x.png",
-     "javascript:alert(1)"],
+    [
+        "file:///etc/passwd",
+        "ftp://127.0.0.1/x.png",
+        "gopher://127.0.0.1:70/_x",
+        "//evil/x.png",
+        "javascript:alert(1)",
+    ],
 )
 async def test_image_url_answer_must_be_http(url: str):
     """An images answer pointing at a non-http(s) URL is refused, never fetched."""
@@ -237,16 +262,18 @@ async def test_image_url_answer_must_be_http(url: str):
         async with pipeline_for(settings) as pipeline:
             with pytest.raises(BackendError) as caught:
                 await pipeline.run(JOB)
-    assert caught.value.user_message in ("绘图服务 a 返回了无效的图片地址",
-                                         "绘图服务 a 的地址无效")
+    assert caught.value.user_message in ("绘图服务 a 返回了无效的图片地址", "绘图服务 a 的地址无效")
 
 
 @pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x.png"])
 async def test_redirect_to_another_scheme_is_refused(location: str):
     """An http answer redirecting the image download to file:// or ftp:// is refused."""
     async with FakeOpenAI() as fake, RawHttpServer() as raw:
-        raw.fallback = (b"HTTP/1.1 302 Found\r\nLocation: " + location.encode()
-                        + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        raw.fallback = (
+            b"HTTP/1.1 302 Found\r\nLocation: "
+            + location.encode()
+            + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
         fake.replies.append(Reply(status=200, body={"data": [{"url": raw.url("/img.png")}]}))
         settings = settings_for({"a": openai_backend(fake.base_url)})
         async with pipeline_for(settings) as pipeline:
@@ -260,8 +287,9 @@ async def test_redirect_to_another_scheme_is_refused(location: str):
 async def test_reference_download_is_size_capped():
     """A reference image declaring 100 MB is refused before its body is read."""
     async with RawHttpServer() as raw:
-        raw.fallback = http_response(png(), content_type="image/png",
-                                     content_length=100 * 1024 * 1024)
+        raw.fallback = http_response(
+            png(), content_type="image/png", content_length=100 * 1024 * 1024
+        )
         async with pipeline_for(settings_for({"a": openai_backend(raw.base_url)})) as pipeline:
             with pytest.raises(ReferenceImageError) as caught:
                 await fetch_references(pipeline.session, [raw.url("/big.png")])
@@ -295,8 +323,13 @@ async def test_non_http_reference_in_chat_is_never_fetched(app: App, keyed_upstr
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, "收到，正在画…", result={"message_id": 1}, reply_message=True)
         image = Message(MessageSegment.image(keyed_upstream.image))
-        ctx.should_call_send(event, image + MessageSegment.text("\n提示词：画成油画"),
-                             result={"message_id": 2}, reply_message=True, _timeout=120.0)
+        ctx.should_call_send(
+            event,
+            image + MessageSegment.text("\n提示词：画成油画"),
+            result={"message_id": 2},
+            reply_message=True,
+            _timeout=120.0,
+        )
     assert [r.path for r in keyed_upstream.requests] == ["/v1/images/generations"]
 
 
@@ -305,15 +338,25 @@ async def test_non_http_reference_in_chat_is_never_fetched(app: App, keyed_upstr
 
 @pytest.mark.parametrize(
     "text",
-    ["../../../../tmp/evil", "/etc/passwd", "..\\..\\windows", "a/b/../../../c", "\x00evil",
-     "CON", "x" * 300],
+    [
+        "../../../../tmp/evil",
+        "/etc/passwd",
+        "..\\..\\windows",
+        "a/b/../../../c",
+        "\x00evil",
+        "CON",
+        "x" * 300,
+    ],
 )
 def test_saved_images_stay_in_the_directory(tmp_path: Path, text: str):
     """Whatever the request text, prompt or backend name, saved files land in the directory."""
     directory = tmp_path / "data" / "images"
     result = DrawResult(
         image=ProcessedImage(png(), "image/png", 32, 24, reencoded=False),
-        prompt=text, backend=text, seed=None, timings={"prompt": 0.0},
+        prompt=text,
+        backend=text,
+        seed=None,
+        timings={"prompt": 0.0},
     )
     path = save_result(directory, result, text)
     written = sorted(p.resolve() for p in tmp_path.rglob("*") if p.is_file())
@@ -354,18 +397,21 @@ async def test_echoed_key_without_known_prefix_is_masked():
     app = web.Application()
     app.router.add_post("/v1/x", echo)
     async with TestServer(app, host="127.0.0.1", port=0) as server, new_session() as session:
-        options = RequestOptions(backend="relay", timeout=5,
-                                 headers={"Authorization": f"Bearer {key}"})
+        options = RequestOptions(
+            backend="relay", timeout=5, headers={"Authorization": f"Bearer {key}"}
+        )
         with pytest.raises(BackendStatusError) as info:
             await request_json(session, "POST", str(server.make_url("/v1/x")), options, json={})
-    assert key not in str(info.value) and key not in info.value.user_message
+    assert key not in str(info.value)
+    assert key not in info.value.user_message
     assert key not in info.value.body
     assert "has no credit" in str(info.value)
 
 
 @pytest.mark.parametrize("filler", [" " * 1190, "A" * 1189 + " "], ids=["blank", "base64"])
-@pytest.mark.parametrize("key", ["relaytoken0123456789abcdef", "sk-proj-0123456789abcdef"],
-                         ids=["known-key", "key-like"])
+@pytest.mark.parametrize(
+    "key", ["relaytoken0123456789abcdef", "sk-proj-0123456789abcdef"], ids=["known-key", "key-like"]
+)
 def test_key_cut_at_the_excerpt_boundary_is_masked(filler: str, key: str):
     """A key straddling the end of what an excerpt reads (1200 bytes) is masked, not shown cut."""
     from nonebot_plugin_llm2pic.transport import RequestOptions, safe_excerpt

@@ -48,10 +48,18 @@ async def test_serve_masks_secrets(served):
     """A key set through the CLI is shown masked in chat."""
     server, client = served
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nonebot_plugin_llm2pic", "config", "set",
-        "backends.openai.api_key", "sk-live-abcdefghijklmnopqrstuvwxyz1234",
-        "--config", str(server.config_path), cwd=server.workdir,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "nonebot_plugin_llm2pic",
+        "config",
+        "set",
+        "backends.openai.api_key",
+        "sk-live-abcdefghijklmnopqrstuvwxyz1234",
+        "--config",
+        str(server.config_path),
+        cwd=server.workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0

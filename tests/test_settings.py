@@ -40,10 +40,14 @@ def test_backend_tables_merge_over_builtins():
 
 def test_new_backend_and_disabled_builtin():
     """A new name adds a backend; `enabled = false` removes a built-in."""
-    settings = parse_settings({
-        "backends": {"sd": {"type": "gradio", "base_url": "http://h"},
-                     "openai": {"enabled": False}},
-    })
+    settings = parse_settings(
+        {
+            "backends": {
+                "sd": {"type": "gradio", "base_url": "http://h"},
+                "openai": {"enabled": False},
+            },
+        }
+    )
     assert set(settings.backends) == {"zimage", "sd"}
 
 
@@ -51,28 +55,72 @@ def test_new_backend_and_disabled_builtin():
     ("data", "key", "fragment"),
     [
         pytest.param({"plugin": {"priority": "high"}}, "plugin.priority", "'high'", id="wrong-int"),
-        pytest.param({"plugin": {"natural_languag": True}}, "plugin.natural_languag",
-                     "unknown key", id="unknown-key"),
-        pytest.param({"plugin": {"send_mode": "ftp"}}, "plugin.send_mode", "'base64' or 'file'",
-                     id="bad-literal"),
-        pytest.param({"limits": {"max_concurrency": 0}}, "limits.max_concurrency",
-                     "greater than or equal to 1", id="out-of-range"),
-        pytest.param({"routing": {"default": "nope"}}, "routing.default", "not an enabled backend",
-                     id="routing-unknown"),
-        pytest.param({"routing": {"fallback": ["openai", "ghost"]}}, "routing.fallback",
-                     "'ghost'", id="fallback-unknown"),
-        pytest.param({"backends": {"openai": {"enabled": False}}, "routing": {"anime": "openai"}},
-                     "routing.anime", "not an enabled backend", id="routing-disabled"),
-        pytest.param({"backends": {"x": {"base_url": "http://h"}}}, "backends.x", "type",
-                     id="backend-without-type"),
-        pytest.param({"backends": {"zimage": {"steps": "many"}}}, "backends.zimage.steps",
-                     "'many'", id="backend-field"),
-        pytest.param({"backends": {"openai": {"mode": "video"}}}, "backends.openai.mode",
-                     "'images' or 'chat'", id="backend-literal"),
-        pytest.param({"limits": {"quota_timezone": "Mars/Olympus"}}, "limits.quota_timezone",
-                     "time zone", id="timezone"),
-        pytest.param({"generation": {"banned_words": "nsfw"}}, "generation.banned_words",
-                     "list", id="list-expected"),
+        pytest.param(
+            {"plugin": {"natural_languag": True}},
+            "plugin.natural_languag",
+            "unknown key",
+            id="unknown-key",
+        ),
+        pytest.param(
+            {"plugin": {"send_mode": "ftp"}},
+            "plugin.send_mode",
+            "'base64' or 'file'",
+            id="bad-literal",
+        ),
+        pytest.param(
+            {"limits": {"max_concurrency": 0}},
+            "limits.max_concurrency",
+            "greater than or equal to 1",
+            id="out-of-range",
+        ),
+        pytest.param(
+            {"routing": {"default": "nope"}},
+            "routing.default",
+            "not an enabled backend",
+            id="routing-unknown",
+        ),
+        pytest.param(
+            {"routing": {"fallback": ["openai", "ghost"]}},
+            "routing.fallback",
+            "'ghost'",
+            id="fallback-unknown",
+        ),
+        pytest.param(
+            {"backends": {"openai": {"enabled": False}}, "routing": {"anime": "openai"}},
+            "routing.anime",
+            "not an enabled backend",
+            id="routing-disabled",
+        ),
+        pytest.param(
+            {"backends": {"x": {"base_url": "http://h"}}},
+            "backends.x",
+            "type",
+            id="backend-without-type",
+        ),
+        pytest.param(
+            {"backends": {"zimage": {"steps": "many"}}},
+            "backends.zimage.steps",
+            "'many'",
+            id="backend-field",
+        ),
+        pytest.param(
+            {"backends": {"openai": {"mode": "video"}}},
+            "backends.openai.mode",
+            "'images' or 'chat'",
+            id="backend-literal",
+        ),
+        pytest.param(
+            {"limits": {"quota_timezone": "Mars/Olympus"}},
+            "limits.quota_timezone",
+            "time zone",
+            id="timezone",
+        ),
+        pytest.param(
+            {"generation": {"banned_words": "nsfw"}},
+            "generation.banned_words",
+            "list",
+            id="list-expected",
+        ),
         pytest.param({"llm": "x"}, "llm", "", id="section-not-table"),
     ],
 )
@@ -87,9 +135,14 @@ def test_invalid_settings_name_the_key(data, key, fragment):
 
 @pytest.mark.parametrize(
     ("secret", "shown"),
-    [("sk-abcdefghijklmnop1234", "sk-****1234"), ("hf_abcdefghijkl5678", "hf_****5678"),
-     ("short", "****"), ("", ""), ("env:OPENAI_KEY", "env:OPENAI_KEY"),
-     ("abcdefghijklmnopqrstu", "ab****rstu")],
+    [
+        ("sk-abcdefghijklmnop1234", "sk-****1234"),
+        ("hf_abcdefghijkl5678", "hf_****5678"),
+        ("short", "****"),
+        ("", ""),
+        ("env:OPENAI_KEY", "env:OPENAI_KEY"),
+        ("abcdefghijklmnopqrstu", "ab****rstu"),
+    ],
 )
 def test_mask_secret(secret, shown):
     """Secrets show at most a prefix and the last four characters."""

@@ -32,12 +32,14 @@ def test_set_keeps_comments_and_layout(store: SettingsStore):
     before = store.path.read_text("utf-8").splitlines()
     store.set("limits.user_cooldown_seconds", "10")
     after = store.path.read_text("utf-8").splitlines()
-    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    changed = [(a, b) for a, b in zip(before, after, strict=False) if a != b]
     assert len(before) == len(after)
-    assert changed == [(
-        "user_cooldown_seconds = 30",
-        "user_cooldown_seconds = 10",
-    )]
+    assert changed == [
+        (
+            "user_cooldown_seconds = 30",
+            "user_cooldown_seconds = 10",
+        )
+    ]
     assert store.settings.limits.user_cooldown_seconds == 10
 
 
@@ -174,7 +176,8 @@ def test_broken_file_at_startup_runs_with_defaults(tmp_path: Path):
     store = SettingsStore(path)
     settings = store.load()
     assert settings.limits.max_queue == 20
-    assert store.last_error is not None and store.last_error.key == "limits.max_queue"
+    assert store.last_error is not None
+    assert store.last_error.key == "limits.max_queue"
     assert path.read_text("utf-8") == "[limits]\nmax_queue = 'lots'\n"  # never overwritten
 
 

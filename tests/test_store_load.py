@@ -24,14 +24,24 @@ print(json.dumps({"name": meta.name, "type": meta.type, "homepage": meta.homepag
 def test_loads_with_no_config_and_no_driver(tmp_path: Path):
     """A fresh HOME and no config file: the plugin loads, creates its config, has metadata."""
     result = subprocess.run(
-        [sys.executable, "-c", STORE_TEST], cwd=tmp_path, capture_output=True, text=True,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
-             "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        [sys.executable, "-c", STORE_TEST],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            "HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        },
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
     meta = json.loads(result.stdout.strip().splitlines()[-1])
-    assert meta == {"name": "LLM 画图", "type": "application",
-                    "homepage": "https://github.com/llm2pic/nonebot-plugin-llm2pic",
-                    "adapters": ["~onebot.v11"], "matchers": 3}
+    assert meta == {
+        "name": "LLM 画图",
+        "type": "application",
+        "homepage": "https://github.com/llm2pic/nonebot-plugin-llm2pic",
+        "adapters": ["~onebot.v11"],
+        "matchers": 3,
+    }
     assert list(tmp_path.rglob("llm2pic.toml")), "the example config was not created"

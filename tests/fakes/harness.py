@@ -30,8 +30,14 @@ PLAIN_SECRET = "relaytoken0123456789ABCDEF"
 
 def openai_backend(base_url: str, **overrides: Any) -> dict[str, Any]:
     """An ``openai`` backend table for a fake, no retries unless asked."""
-    return {"type": "openai", "base_url": base_url, "api_key": "sk-test", "retries": 0,
-            "timeout": 10, **overrides}
+    return {
+        "type": "openai",
+        "base_url": base_url,
+        "api_key": "sk-test",
+        "retries": 0,
+        "timeout": 10,
+        **overrides,
+    }
 
 
 def gradio_backend(base_url: str, **overrides: Any) -> dict[str, Any]:
@@ -41,8 +47,11 @@ def gradio_backend(base_url: str, **overrides: Any) -> dict[str, Any]:
 
 def settings_for(backends: dict[str, dict[str, Any]], **tables: dict[str, Any]) -> Settings:
     """Settings with these backends, routed to the first one unless ``routing`` says otherwise."""
-    data: dict[str, Any] = {"backends": backends,
-                            "routing": {"default": next(iter(backends))}, **tables}
+    data: dict[str, Any] = {
+        "backends": backends,
+        "routing": {"default": next(iter(backends))},
+        **tables,
+    }
     if "routing" in tables:
         data["routing"] = {"default": next(iter(backends)), **tables["routing"]}
     return parse_settings(data)
@@ -105,14 +114,19 @@ def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width``×``height`` (a decompression bomb's header)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     # A few rows of zeros: real bombs compress gigapixels of one colour into kilobytes.
     pixels = zlib.compress(b"\x00" * (1 + width * 3) * 4, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def elapsed(since: float) -> float:
