@@ -11,7 +11,15 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from .exceptions import SettingsError
 
@@ -44,6 +52,8 @@ class PluginSection(_Section):
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     save_images: bool = False
+    groups_default: Literal["on", "off"] = "on"
+    """``off`` = whitelist mode: a group draws only once a superuser switched it on."""
 
 
 class PersonaSection(_Section):
@@ -189,6 +199,10 @@ class Settings(_Section):
     generation: GenerationSection = GenerationSection()
     limits: LimitsSection = LimitsSection()
     backends: dict[str, BackendSettings] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    """``[groups."<id>"]`` tables as written; ``effective()`` gives a group's merged settings."""
+
+    _effective: dict[str, Settings] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -214,22 +228,170 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
-        names = set(self.backends)
-        routed = {
-            "routing.default": [self.routing.default],
-            "routing.anime": [self.routing.anime] if self.routing.anime else [],
-            "routing.real": [self.routing.real] if self.routing.real else [],
-            "routing.fallback": self.routing.fallback,
-        }
-        for key, values in routed.items():
-            for value in values:
-                if value not in names:
-                    known = ", ".join(sorted(names)) or "none"
-                    raise ValueError(
-                        f"{key}: backend {value!r} is not an enabled backend (enabled: {known})"
-                    )
+        problem = _routing_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
+    @model_validator(mode="after")
+    def _check_groups(self) -> Settings:
+        # Validating a group means building its effective settings: keep them for effective().
+        for group_id, table in self.groups.items():
+            if not group_id.isdigit():
+                raise ValueError(
+                    f"groups.{group_id}: a group table is named by the group's number, "
+                    'e.g. [groups."123456"]'
+                )
+            self._effective[group_id] = _group_settings(self, group_id, table)
+        return self
+
+
+def _routing_problem(settings: Settings) -> str | None:
+    """The first routing entry that names no enabled backend, as ``key: reason``."""
+    names = set(settings.backends)
+    routing = settings.routing
+    routed = {
+        "routing.default": [routing.default],
+        "routing.anime": [routing.anime] if routing.anime else [],
+        "routing.real": [routing.real] if routing.real else [],
+        "routing.fallback": routing.fallback,
+    }
+    for key, values in routed.items():
+        for value in values:
+            if value not in names:
+                known = ", ".join(sorted(names)) or "none"
+                return f"{key}: backend {value!r} is not an enabled backend (enabled: {known})"
+    return None
+
+
+# --- per-group settings ---------------------------------------------------------------------------
+
+GROUP_KEYS: tuple[str, ...] = (
+    "persona.*",
+    "routing.*",
+    "generation.*",
+    "limits.user_cooldown_seconds",
+    "limits.user_per_minute",
+    "limits.user_daily_quota",
+    "limits.group_daily_quota",
+    "plugin.natural_language",
+    "plugin.selfie",
+    "plugin.require_mention",
+    "plugin.ack_message",
+    "plugin.show_prompt",
+    "plugin.reply_to_request",
+    "plugin.allow_flags",
+    "plugin.enabled",
+    "plugin.multi_image",
+    "plugin.send_format",
+    "plugin.recall_ack",
+    "plugin.recall_after",
+)
+"""Keys a ``[groups."<id>"]`` table may override (``section.*`` = every key of the section).
+A key listed here counts only once the schema has it."""
+
+_GLOBAL_REASONS = {
+    "backends": "backend tables stay global (point the group at a backend with routing.*)",
+    "llm": "the prompt writer's settings stay global (set them in [llm])",
+    "limits": "a process-wide limit, it stays global (set it in [limits])",
+    "plugin": "not a per-group setting, it stays global (set it in [plugin])",
+    "groups": "group tables do not nest",
+}
+
+
+def group_key_problem(key: str) -> str | None:
+    """Why a dotted key (``persona.name``) cannot be set in a group table, or None if it can."""
+    section, _, name = key.partition(".")
+    if section in _GLOBAL_REASONS and section not in _SECTION_NAMES:
+        return _GLOBAL_REASONS[section]
+    if section not in _SECTION_NAMES or "." in name:
+        return "unknown key (check the spelling; see config.example.toml)"
+    if name.rsplit(".", 1)[-1] in SECRET_KEYS:
+        return "secrets stay global, never in a group table"
+    model = Settings.model_fields[section].annotation
+    if name and name not in model.model_fields:  # type: ignore[union-attr]
+        return "unknown key (check the spelling; see config.example.toml)"
+    if name and key not in GROUP_KEYS and f"{section}.*" not in GROUP_KEYS:
+        return _GLOBAL_REASONS.get(section, _GLOBAL_REASONS["plugin"])
+    if not name and f"{section}.*" not in GROUP_KEYS and not any(
+        allowed.startswith(f"{section}.") for allowed in GROUP_KEYS
+    ):
+        return _GLOBAL_REASONS.get(section, _GLOBAL_REASONS["plugin"])
+    return None
+
+
+def group_keys() -> list[str]:
+    """Every dotted key a group table may override today, in schema order."""
+    keys = []
+    for section in _SECTION_NAMES:
+        model = Settings.model_fields[section].annotation
+        for name in model.model_fields:  # type: ignore[union-attr]
+            key = f"{section}.{name}"
+            if group_key_problem(key) is None:
+                keys.append(key)
+    return keys
+
+
+def effective(settings: Settings, group_id: str | None) -> Settings:
+    """The settings that apply in a group: global ⊕ its table (private chats: global).
+
+    Cached on the ``Settings`` object, so a config edit or reload starts afresh.
+    """
+    if group_id is None:
+        return settings
+    cached = settings._effective.get(group_id)
+    if cached is None:
+        # No table: the global settings, off in whitelist mode. One object for all such groups.
+        cached = settings._effective.get("")
+        if cached is None:
+            cached = settings._effective[""] = _group_settings(settings, "", {})
+    return cached
+
+
+def switched_off(settings: Settings, group_id: str) -> bool:
+    """Whether the group's own table says ``plugin.enabled = false`` (``/llm2pic off``)."""
+    return settings.groups.get(group_id, {}).get("plugin", {}).get("enabled") is False
+
+
+def _group_settings(settings: Settings, group_id: str, table: dict[str, Any]) -> Settings:
+    """Validate one group table over the global settings; ``ValueError`` names the key."""
+    prefix = f"groups.{group_id}"
+    updates: dict[str, Any] = {}
+    for section, values in table.items():
+        problem = group_key_problem(section)
+        if not isinstance(values, dict):
+            expected = f"expected a table of keys, like {section}.KEY = VALUE"
+            raise ValueError(f"{prefix}.{section}: {problem or expected}")
+        for name in values:  # key by key, so the reply names the key and says why
+            key_problem = group_key_problem(f"{section}.{name}")
+            if key_problem:
+                raise ValueError(f"{prefix}.{section}.{name}: {key_problem}")
+        if problem:  # an empty table of a global section
+            raise ValueError(f"{prefix}.{section}: {problem}")
+        current = getattr(settings, section)
+        merged = {**current.model_dump(), **values}
+        if section == "generation" and isinstance(values.get("banned_words"), list):
+            merged["banned_words"] = list(
+                dict.fromkeys([*current.banned_words, *values["banned_words"]])
+            )
+        try:
+            updates[section] = type(current).model_validate(merged)
+        except ValidationError as err:
+            raise ValueError(str(settings_error_from(err, prefix=f"{prefix}.{section}"))) from None
+    plugin = updates.get("plugin", settings.plugin)
+    own = "enabled" in table.get("plugin", {})
+    enabled = plugin.enabled if own else settings.plugin.groups_default == "on"
+    updates["plugin"] = plugin.model_copy(update={"enabled": settings.plugin.enabled and enabled})
+    result = settings.model_copy(update={**updates, "groups": {}})
+    result._effective = {}
+    problem = _routing_problem(result)
+    if problem:
+        raise ValueError(f"{prefix}.{problem}")
+    return result
+
+
+_SECTION_NAMES = ("plugin", "persona", "llm", "routing", "generation", "limits")
+"""The sections that are one model each (``backends`` and ``groups`` are tables of tables)."""
 
 _SETTINGS_ADAPTER = TypeAdapter(Settings)
 
@@ -242,8 +404,11 @@ def parse_settings(data: dict[str, Any]) -> Settings:
         raise settings_error_from(err) from None
 
 
-def settings_error_from(err: ValidationError) -> SettingsError:
-    """Turn pydantic's report into one message: dotted key, what was expected, what was given."""
+def settings_error_from(err: ValidationError, *, prefix: str = "") -> SettingsError:
+    """Turn pydantic's report into one message: dotted key, what was expected, what was given.
+
+    ``prefix`` names where the validated data sits (``groups.123456.limits``).
+    """
     lines = []
     first_key = ""
     for item in err.errors(include_url=False):
@@ -269,6 +434,9 @@ def settings_error_from(err: ValidationError) -> SettingsError:
         else:
             given = _short(item.get("input"))
             lines.append(f"{key}: {item['msg'].lower()}, got {given}")
+    if prefix:
+        lines = [f"{prefix}.{line}" for line in lines]
+        first_key = f"{prefix}.{first_key}"
     return SettingsError("; ".join(lines), key=first_key)
 
 
