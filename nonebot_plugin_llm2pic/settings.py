@@ -313,8 +313,10 @@ def group_key_problem(key: str) -> str | None:
         return "unknown key (check the spelling; see config.example.toml)"
     if name and key not in GROUP_KEYS and f"{section}.*" not in GROUP_KEYS:
         return _GLOBAL_REASONS.get(section, _GLOBAL_REASONS["plugin"])
-    if not name and f"{section}.*" not in GROUP_KEYS and not any(
-        allowed.startswith(f"{section}.") for allowed in GROUP_KEYS
+    if (
+        not name
+        and f"{section}.*" not in GROUP_KEYS
+        and not any(allowed.startswith(f"{section}.") for allowed in GROUP_KEYS)
     ):
         return _GLOBAL_REASONS.get(section, _GLOBAL_REASONS["plugin"])
     return None

@@ -40,7 +40,7 @@ from ..intent import aspect_hint, detect_intent
 from ..limits import QueueFullError, QuotaExceededError, Reservation, Ticket
 from ..pipeline import DrawJob, DrawResult, fetch_references, primary_backend, save_result
 from ..prompt_writer import judge_intent
-from ..settings import Settings
+from ..settings import Settings, effective, switched_off
 from .record import message_text
 
 IMAGE_SEND_TIMEOUT = 120.0
@@ -69,14 +69,37 @@ class Request:
 # --- matchers ------------------------------------------------------------------------------------
 
 
+def _group_of(event: MessageEvent) -> str | None:
+    return str(event.group_id) if isinstance(event, GroupMessageEvent) else None
+
+
+def _settings_for(event: MessageEvent) -> Settings:
+    """The settings in force where the event came from: its group's, or the global ones."""
+    return effective(state.store.settings, _group_of(event))
+
+
 def _enabled_here(event: MessageEvent) -> bool:
+    settings = _settings_for(event)
+    return settings.plugin.enabled and event.get_user_id() not in settings.plugin.blocked_users
+
+
+def _switched_off_here(event: MessageEvent) -> bool:
+    """A group switched off with `/llm2pic off` (not one never switched on in whitelist mode)."""
     settings = state.store.settings
-    if not settings.plugin.enabled or event.get_user_id() in settings.plugin.blocked_users:
-        return False
-    return not isinstance(event, GroupMessageEvent) or state.groups.is_enabled(str(event.group_id))
+    group_id = _group_of(event)
+    return (
+        group_id is not None
+        and settings.plugin.enabled
+        and switched_off(settings, group_id)
+        and event.get_user_id() not in settings.plugin.blocked_users
+    )
 
 
-async def _pic_rule(event: MessageEvent) -> bool:
+async def _pic_rule(bot: Bot, event: MessageEvent) -> bool:
+    if isinstance(event, GroupMessageEvent):
+        return _enabled_here(event) or _switched_off_here(event)
+    if state.store.settings.plugin.groups_default == "off" and not await SUPERUSER(bot, event):
+        return False  # whitelist mode: private chats answer superusers only
     return _enabled_here(event)
 
 
@@ -84,7 +107,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
     """A drawing or selfie request in a group that should fire (SPEC §3 explicit vs weak)."""
     if not _enabled_here(event):
         return False
-    settings = state.store.settings
+    settings = _settings_for(event)
     text = event.get_plaintext().strip()
     intent = detect_intent(text, has_image=_has_image(event))
     if intent.kind == "draw" and not settings.plugin.natural_language:
@@ -124,7 +147,12 @@ async def handle_pic(
     bot: Bot, event: MessageEvent, matcher: Matcher, arg: Message = CommandArg()
 ) -> None:
     """`/pic [-r] [-b NAME] <描述>`."""
-    settings = await _fresh_settings()
+    settings = await _fresh_settings(event)
+    if not settings.plugin.enabled:  # switched off here: say so once per user per window
+        window = max(settings.limits.user_cooldown_seconds, 1.0)
+        if state.limiter.should_notify(event.get_user_id(), window=window):
+            await matcher.finish("本群已关闭画图")
+        await matcher.finish()
     try:
         raw, backend, text = parse_pic_args(arg.extract_plain_text())
     except ValueError:
@@ -151,7 +179,7 @@ async def handle_natural(
     bot: Bot, event: GroupMessageEvent, matcher: Matcher, matcher_state: T_State
 ) -> None:
     """A natural-language or selfie request that passed the rule."""
-    settings = await _fresh_settings()
+    settings = await _fresh_settings(event)
     intent = matcher_state["intent"]
     text = event.get_plaintext().strip()
     job = DrawJob(
@@ -183,10 +211,10 @@ def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
 # --- acceptance ----------------------------------------------------------------------------------
 
 
-async def _fresh_settings() -> Settings:
-    """The live settings, re-read first if the file changed on disk (SPEC §2)."""
+async def _fresh_settings(event: MessageEvent) -> Settings:
+    """The event's settings, the file re-read first if it changed on disk (SPEC §2)."""
     await asyncio.to_thread(state.store.refresh_if_changed)
-    return state.store.settings
+    return _settings_for(event)
 
 
 def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...]:
@@ -245,7 +273,7 @@ def _image_urls(message: Message) -> list[str]:
 
 async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Request) -> None:
     """Refuse (switches, words, limits, queue) or acknowledge and start the job."""
-    settings = state.store.settings
+    settings = _settings_for(event)
     user_id = event.get_user_id()
     group_id = str(event.group_id) if isinstance(event, GroupMessageEvent) else None
     lowered = request.job.text.lower()
@@ -323,25 +351,25 @@ async def _run_job(
     delivered = False
     try:
         pipeline = state.get_pipeline()
-        settings = state.store.settings
+        settings = _settings_for(event)
         job = request.job
         if request.reference_urls:
             references = await fetch_references(
                 pipeline.session, request.reference_urls, proxy=settings.llm.proxy
             )
             job = replace(job, references=references)
-        result = await pipeline.run(job, ticket)
+        result = await pipeline.run(job, ticket, settings=settings)
         if settings.plugin.save_images:
             await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
         delivered = await _send_result(bot, event, settings, result)
     except Llm2PicError as err:
         logger.warning(f"llm2pic job failed: {err}")
-        await _reply(bot, event, state.store.settings, err.user_message)
+        await _reply(bot, event, _settings_for(event), err.user_message)
     except asyncio.CancelledError:
         raise
     except Exception as err:  # the boundary: never a stack trace in chat, never silence
         logger.opt(exception=err).error("llm2pic job crashed")
-        await _reply(bot, event, state.store.settings, UNEXPECTED_ERROR)
+        await _reply(bot, event, _settings_for(event), UNEXPECTED_ERROR)
     finally:
         ticket.close()
         if reservation is not None and not delivered:

@@ -15,6 +15,7 @@ from nonebot.adapters.onebot.v11 import GroupMessageEvent, Message
 from nonebot.message import event_preprocessor
 
 from ..history import HistoryEntry
+from ..settings import effective
 from ..state import history, store
 
 SEND_ACTIONS = frozenset({"send_msg", "send_group_msg"})
@@ -60,6 +61,9 @@ async def record_bot_message(
     text = message_text(Message(data.get("message", "")))
     if text:
         entry = HistoryEntry(
-            sender=store.settings.persona.name, text=text, time=time.time(), is_bot=True
+            sender=effective(store.settings, str(data["group_id"])).persona.name,
+            text=text,
+            time=time.time(),
+            is_bot=True,
         )
         history.add(str(data["group_id"]), entry)
