@@ -246,6 +246,14 @@ class Settings(_Section):
         return self
 
 
+def routed_backends(settings: Settings) -> set[str]:
+    """Backend names the bot routes to: ``[routing]`` and every group's ``routing.*``."""
+    names = set()
+    for routing in [settings.routing, *(effective(settings, g).routing for g in settings.groups)]:
+        names |= {routing.default, routing.anime, routing.real, *routing.fallback}
+    return names - {""}
+
+
 def _routing_problem(settings: Settings) -> str | None:
     """The first routing entry that names no enabled backend, as ``key: reason``."""
     names = set(settings.backends)
