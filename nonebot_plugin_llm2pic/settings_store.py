@@ -187,6 +187,8 @@ class SettingsStore:
 
     def set(self, key: str, raw: str) -> EditResult:
         """Set a dotted key from its text form; validates everything before writing."""
+        if group := _group_key(key):
+            return self.set_group(*group, raw)
         _check_raw(key, raw)
         with self._locked():
             document = self._read_document()
@@ -196,6 +198,8 @@ class SettingsStore:
 
     def unset(self, key: str) -> EditResult:
         """Remove a dotted key from the file so its default applies again."""
+        if group := _group_key(key):
+            return self.unset_group(*group)
         with self._locked():
             document = self._read_document()
             parts = _split_key(key)
@@ -385,6 +389,12 @@ def _group_path(group_id: str, key: str) -> str:
     if problem:
         raise SettingsError(f"{path}: {problem}", key=path)
     return path
+
+
+def _group_key(key: str) -> tuple[str, str] | None:
+    """``groups.<id>.<section>.<name>`` as (id, ``section.name``), for the plain set/unset."""
+    parts = key.strip().split(".", 2)
+    return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == "groups" else None
 
 
 def _group_overrides(settings: Settings, group_id: str, key: str) -> bool:

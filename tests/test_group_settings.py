@@ -271,3 +271,14 @@ async def test_check_fails_for_backend_only_a_group_routes_to(tmp_path: Path):
         code, out, _ = await run_cli(tmp_path, "check")
     assert code == 1
     assert "FAILED" in next(line for line in out.splitlines() if line.startswith("backend openai"))
+
+
+def test_plain_set_and_unset_reach_group_tables(store: SettingsStore):
+    """`set groups.<id>.persona.name` edits the group table like set_group; unset removes it."""
+    result = store.set("groups.123456.persona.name", "小红")
+    assert result.key == "groups.123456.persona.name"
+    assert effective(store.settings, "123456").persona.name == "小红"
+    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.max_queue: a process-wide"):
+        store.set("groups.123456.limits.max_queue", "3")
+    store.unset("groups.123456.persona.name")
+    assert store.settings.groups == {}

@@ -67,7 +67,9 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
     await asyncio.to_thread(store.refresh_if_changed)  # the CLI may have edited the file
     if verb in ("on", "off"):
         if group_id is None:
-            await matcher.finish("请在要开关的群里发送这个命令")
+            await matcher.finish(
+                "请在要开关的群里发送，或私聊：/llm2pic group <群号> set plugin.enabled true|false"
+            )
         await matcher.finish(await _switch(group_id, verb == "on", is_superuser))
     if verb == "group":
         await matcher.finish(_clip(await _group(rest, group_id, is_superuser)))

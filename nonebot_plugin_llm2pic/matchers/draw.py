@@ -212,7 +212,7 @@ def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
 
 
 async def _fresh_settings(event: MessageEvent) -> Settings:
-    """The event's settings, the file re-read first if it changed on disk (SPEC §2)."""
+    """The event's settings, the file re-read first if it changed on disk."""
     await asyncio.to_thread(state.store.refresh_if_changed)
     return _settings_for(event)
 
