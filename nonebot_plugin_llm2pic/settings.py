@@ -228,9 +228,20 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
-        problem = _routing_problem(self)
-        if problem:
-            raise ValueError(problem)
+        names = set(self.backends)
+        routed = {
+            "routing.default": [self.routing.default],
+            "routing.anime": [self.routing.anime] if self.routing.anime else [],
+            "routing.real": [self.routing.real] if self.routing.real else [],
+            "routing.fallback": self.routing.fallback,
+        }
+        for key, values in routed.items():
+            for value in values:
+                if value not in names:
+                    known = ", ".join(sorted(names)) or "none"
+                    raise ValueError(
+                        f"{key}: backend {value!r} is not an enabled backend (enabled: {known})"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -252,24 +263,6 @@ def routed_backends(settings: Settings) -> set[str]:
     for routing in [settings.routing, *(effective(settings, g).routing for g in settings.groups)]:
         names |= {routing.default, routing.anime, routing.real, *routing.fallback}
     return names - {""}
-
-
-def _routing_problem(settings: Settings) -> str | None:
-    """The first routing entry that names no enabled backend, as ``key: reason``."""
-    names = set(settings.backends)
-    routing = settings.routing
-    routed = {
-        "routing.default": [routing.default],
-        "routing.anime": [routing.anime] if routing.anime else [],
-        "routing.real": [routing.real] if routing.real else [],
-        "routing.fallback": routing.fallback,
-    }
-    for key, values in routed.items():
-        for value in values:
-            if value not in names:
-                known = ", ".join(sorted(names)) or "none"
-                return f"{key}: backend {value!r} is not an enabled backend (enabled: {known})"
-    return None
 
 
 # --- per-group settings ---------------------------------------------------------------------------
@@ -298,48 +291,51 @@ GROUP_KEYS: tuple[str, ...] = (
 """Keys a ``[groups."<id>"]`` table may override (``section.*`` = every key of the section).
 A key listed here counts only once the schema has it."""
 
+_SECTION_MODELS: dict[str, type[_Section]] = {
+    "plugin": PluginSection,
+    "persona": PersonaSection,
+    "llm": LlmSection,
+    "routing": RoutingSection,
+    "generation": GenerationSection,
+    "limits": LimitsSection,
+}
+"""The sections that are one model each (``backends`` and ``groups`` are tables of tables)."""
+
 _GLOBAL_REASONS = {
     "backends": "backend tables stay global (point the group at a backend with routing.*)",
+    "groups": "group tables do not nest",
     "llm": "the prompt writer's settings stay global (set them in [llm])",
     "limits": "a process-wide limit, it stays global (set it in [limits])",
     "plugin": "not a per-group setting, it stays global (set it in [plugin])",
-    "groups": "group tables do not nest",
 }
+_UNKNOWN_KEY = "unknown key (check the spelling; see config.example.toml)"
 
 
 def group_key_problem(key: str) -> str | None:
-    """Why a dotted key (``persona.name``) cannot be set in a group table, or None if it can."""
+    """Why a dotted key (``persona.name``, or a section) cannot go in a group table, or None."""
     section, _, name = key.partition(".")
-    if section in _GLOBAL_REASONS and section not in _SECTION_NAMES:
+    if section in ("backends", "groups"):
         return _GLOBAL_REASONS[section]
-    if section not in _SECTION_NAMES or "." in name:
-        return "unknown key (check the spelling; see config.example.toml)"
-    if name.rsplit(".", 1)[-1] in SECRET_KEYS:
+    model = _SECTION_MODELS.get(section)
+    if model is None or "." in name or (name and name not in model.model_fields):
+        return _UNKNOWN_KEY
+    if name in SECRET_KEYS:
         return "secrets stay global, never in a group table"
-    model = Settings.model_fields[section].annotation
-    if name and name not in model.model_fields:  # type: ignore[union-attr]
-        return "unknown key (check the spelling; see config.example.toml)"
-    if name and key not in GROUP_KEYS and f"{section}.*" not in GROUP_KEYS:
-        return _GLOBAL_REASONS.get(section, _GLOBAL_REASONS["plugin"])
-    if (
-        not name
-        and f"{section}.*" not in GROUP_KEYS
-        and not any(allowed.startswith(f"{section}.") for allowed in GROUP_KEYS)
-    ):
-        return _GLOBAL_REASONS.get(section, _GLOBAL_REASONS["plugin"])
-    return None
+    if f"{section}.*" in GROUP_KEYS or key in GROUP_KEYS:
+        return None
+    if not name and any(allowed.startswith(f"{section}.") for allowed in GROUP_KEYS):
+        return None  # a section some of whose keys are allowed
+    return _GLOBAL_REASONS[section]
 
 
 def group_keys() -> list[str]:
     """Every dotted key a group table may override today, in schema order."""
-    keys = []
-    for section in _SECTION_NAMES:
-        model = Settings.model_fields[section].annotation
-        for name in model.model_fields:  # type: ignore[union-attr]
-            key = f"{section}.{name}"
-            if group_key_problem(key) is None:
-                keys.append(key)
-    return keys
+    return [
+        f"{section}.{name}"
+        for section, model in _SECTION_MODELS.items()
+        for name in model.model_fields
+        if group_key_problem(f"{section}.{name}") is None
+    ]
 
 
 def effective(settings: Settings, group_id: str | None) -> Settings:
@@ -394,14 +390,12 @@ def _group_settings(settings: Settings, group_id: str, table: dict[str, Any]) ->
     updates["plugin"] = plugin.model_copy(update={"enabled": settings.plugin.enabled and enabled})
     result = settings.model_copy(update={**updates, "groups": {}})
     result._effective = {}
-    problem = _routing_problem(result)
-    if problem:
-        raise ValueError(f"{prefix}.{problem}")
+    try:  # the global routing check, run on the group's routing (pydantic keeps it callable)
+        result._check_routing()  # pyright: ignore[reportCallIssue]
+    except ValueError as err:  # "routing.default: …" → "groups.<id>.routing.default: …"
+        raise ValueError(f"{prefix}.{err}") from None
     return result
 
-
-_SECTION_NAMES = ("plugin", "persona", "llm", "routing", "generation", "limits")
-"""The sections that are one model each (``backends`` and ``groups`` are tables of tables)."""
 
 _SETTINGS_ADAPTER = TypeAdapter(Settings)
 
