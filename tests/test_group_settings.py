@@ -221,6 +221,17 @@ def test_two_groups_edited_concurrently_both_land(store: SettingsStore):
     }
 
 
+def test_plain_set_and_unset_reach_group_tables(store: SettingsStore):
+    """`set groups.<id>.persona.name` edits the group table like set_group; unset removes it."""
+    result = store.set("groups.123456.persona.name", "小红")
+    assert result.key == "groups.123456.persona.name"
+    assert effective(store.settings, "123456").persona.name == "小红"
+    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.max_queue: a process-wide"):
+        store.set("groups.123456.limits.max_queue", "3")
+    store.unset("groups.123456.persona.name")
+    assert store.settings.groups == {}
+
+
 def test_deny_list_migrated_once_and_left_alone(store: SettingsStore, tmp_path: Path):
     """The old deny list becomes plugin.enabled = false once; a later `on` is not undone."""
     deny_list = tmp_path / "disabled_groups.json"
@@ -271,14 +282,3 @@ async def test_check_fails_for_backend_only_a_group_routes_to(tmp_path: Path):
         code, out, _ = await run_cli(tmp_path, "check")
     assert code == 1
     assert "FAILED" in next(line for line in out.splitlines() if line.startswith("backend openai"))
-
-
-def test_plain_set_and_unset_reach_group_tables(store: SettingsStore):
-    """`set groups.<id>.persona.name` edits the group table like set_group; unset removes it."""
-    result = store.set("groups.123456.persona.name", "小红")
-    assert result.key == "groups.123456.persona.name"
-    assert effective(store.settings, "123456").persona.name == "小红"
-    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.max_queue: a process-wide"):
-        store.set("groups.123456.limits.max_queue", "3")
-    store.unset("groups.123456.persona.name")
-    assert store.settings.groups == {}
