@@ -284,6 +284,27 @@ async def test_llm_slow_falls_back_within_its_timeout(fake: FakeOpenAI):
     assert result.prompt == "一只猫"
 
 
+async def test_llm_content_policy_refusal_refuses_the_job(fake: FakeOpenAI, spare: FakeOpenAI):
+    """The LLM refusing the request's content ends the job: no backend draws the raw text."""
+    async with FakeLlm() as llm:
+        llm.status = 400
+        llm.error_body = (
+            '{"error": {"message": "The response was filtered due to the prompt triggering '
+            'content management policy.", "type": null, "code": "content_filter"}}'
+        )
+        settings = settings_for(
+            {"a": openai_backend(fake.base_url), "b": openai_backend(spare.base_url)},
+            routing={"fallback": ["b"]},
+            llm={"base_url": llm.base_url, "model": "m"},
+        )
+        async with pipeline_for(settings) as pipeline:
+            with pytest.raises(ContentPolicyError) as caught:
+                await pipeline.run(JOB)
+    assert caught.value.user_message == "提示词模型（LLM）拒绝了这个请求（内容审核未通过）"
+    assert fake.requests == []
+    assert spare.requests == []
+
+
 # --- reference images -----------------------------------------------------------------------------
 
 
