@@ -496,5 +496,5 @@ async def _complete(
 
 def _worth_quick_retry(err: BackendError) -> bool:
     if isinstance(err, BackendStatusError):
-        return err.status >= 500
+        return err.retryable and err.status >= 500  # not a 5xx that names a known failure
     return isinstance(err, (BackendConnectionError, StreamError))
