@@ -24,6 +24,7 @@ from nonebot_plugin_llm2pic.backends.image_text import (
     image_in_text,
 )
 from nonebot_plugin_llm2pic.backends.openai import OpenAIBackend
+from nonebot_plugin_llm2pic.chat_api import ChatMessage, ChatRequest, ImagePart, TextPart
 from nonebot_plugin_llm2pic.exceptions import (
     BackendAuthError,
     BackendStatusError,
@@ -281,6 +282,33 @@ async def test_chat_references_are_data_url_parts(
     assert content[0] == {"type": "text", "text": "redraw"}
     url = content[1]["image_url"]["url"]
     assert url == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def test_chat_request_body_with_image_parts() -> None:
+    """Image parts (with a detail) serialise as OpenAI's image_url parts; unset options stay out."""
+    url = "data:image/jpeg;base64,/9j/AA=="
+    request = ChatRequest(
+        model="m",
+        messages=(
+            ChatMessage("system", "be brief"),
+            ChatMessage("user", (TextPart("参考图 1"), ImagePart(url, detail="low"))),
+        ),
+        temperature=0,
+    )
+    assert request.body() == {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "参考图 1"},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+                ],
+            },
+        ],
+        "temperature": 0,
+    }
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
