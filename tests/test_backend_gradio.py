@@ -255,6 +255,7 @@ async def test_real_app_aspect_picks_resolution(
 @pytest.mark.parametrize(
     ("text", "size"),
     [("来张竖图的自拍", (768, 1344)), ("帮我画个横图的日落", (1536, 1024)), ("方图", (1024, 1024))],
+    ids=["portrait", "landscape", "square"],
 )
 async def test_real_app_reduced_choices_aspect_hint(
     reduced_app: RealApp, session: aiohttp.ClientSession, text: str, size: tuple[int, int]
