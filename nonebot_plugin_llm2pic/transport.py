@@ -62,7 +62,8 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HTTP_SCHEMES = frozenset({"http", "https"})
 """The only URL schemes requested or downloaded."""
 
-_SECRET_LIKE = re.compile(r"\b(?P<prefix>sk|hf|key)[-_][A-Za-z0-9_\-]{8,}")
+SECRET_LIKE = re.compile(r"\b(?P<prefix>sk|hf|key)[-_][A-Za-z0-9_\-]{8,}|\bAIza[A-Za-z0-9_\-]{20,}")
+"""Key-like tokens (OpenAI `sk-`, Hugging Face `hf_`, Google `AIza`…), masked wherever shown."""
 _KNOWN_SECRETS: dict[str, None] = {}
 """Bearer credentials this process has sent (insertion-ordered, bounded), masked in excerpts."""
 MAX_KNOWN_SECRETS = 64
@@ -105,7 +106,7 @@ class RequestOptions:
                     reason="bad_key",
                 )
         # A relay may echo the key back in an error body, whatever its shape: remember it so
-        # safe_excerpt can mask it even where _SECRET_LIKE sees no known prefix.
+        # safe_excerpt can mask it even where SECRET_LIKE sees no known prefix.
         scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and len(credential) >= MIN_MASKED_SECRET:
             _KNOWN_SECRETS[credential] = None
@@ -366,7 +367,7 @@ def safe_excerpt(body: bytes) -> str:
     shown = len(body[:EXCERPT_SOURCE_BYTES].decode("utf-8", "replace"))
     text = body[: EXCERPT_SOURCE_BYTES + margin].decode("utf-8", "replace")
     known = f"(?P<known>{'|'.join(map(re.escape, secrets))})|" if secrets else ""
-    masks = re.compile(f"{known}{_SECRET_LIKE.pattern}|(?P<base64>{_BASE64_RUN.pattern})")
+    masks = re.compile(f"{known}{SECRET_LIKE.pattern}|(?P<base64>{_BASE64_RUN.pattern})")
     pieces: list[str] = []
     copied = 0
     for match in masks.finditer(text):
