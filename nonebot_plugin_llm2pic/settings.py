@@ -259,9 +259,10 @@ class Settings(_Section):
 
 def routed_backends(settings: Settings) -> set[str]:
     """Backend names the bot routes to: ``[routing]`` and every group's ``routing.*``."""
-    names = set()
+    names: set[str] = set()
     for routing in [settings.routing, *(effective(settings, g).routing for g in settings.groups)]:
-        names |= {routing.default, routing.anime, routing.real, *routing.fallback}
+        for value in routing.model_dump().values():  # every routing key, whatever its name
+            names |= set(value) if isinstance(value, list) else {value}
     return names - {""}
 
 
