@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
-from . import pipeline
 from .exceptions import BackendError, BackendStatusError, ImageError, ReferenceImageError
 from .imaging import _decode, _flatten, _opaque, _open, in_worker, sniff_mime
 from .settings import VisionDetail
@@ -128,11 +127,14 @@ async def fetch_vision_image(
     Raises ``ImageGoneError`` when the URL answers 4xx or says it expired, and
     ``ReferenceImageError`` for other download failures and for non-images.
     """
+    # Imported at call time: the pipeline uses this module, so a top-level import is a cycle.
+    from .pipeline import REFERENCE_MAX_BYTES, REFERENCE_TIMEOUT
+
     options = RequestOptions(
         backend="参考图",
-        timeout=pipeline.REFERENCE_TIMEOUT,
-        read_timeout=pipeline.REFERENCE_TIMEOUT,
-        max_bytes=pipeline.REFERENCE_MAX_BYTES,
+        timeout=REFERENCE_TIMEOUT,
+        read_timeout=REFERENCE_TIMEOUT,
+        max_bytes=REFERENCE_MAX_BYTES,
         proxy=proxy or None,
     )
     try:
