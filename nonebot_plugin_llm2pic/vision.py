@@ -89,24 +89,14 @@ def prepare_image(data: bytes, *, detail: VisionDetail, max_side: int) -> Vision
     side = longest_side(detail, max_side)
     try:
         image, mime = _open(data)
+        with image:
+            # JPEG: decode at 1/2, 1/4 or 1/8 scale straight from the DCT (as thumbnail() would,
+            # but before the pixels load, so that a corrupt file fails in _decode).
+            image.draft(None, (side, side))
+            _decode(image, mime)
+            return _encode_within(_small_opaque(image, side), detail)
     except ImageError as err:
         raise ReferenceImageError(str(err), user_message=NOT_AN_IMAGE_REPLY) from err
-    with image:
-        # JPEG: decode at 1/2, 1/4 or 1/8 scale straight from the DCT (what thumbnail() would
-        # do, but before the pixels are loaded, so a corrupt file fails in _decode).
-        image.draft(None, (side, side))
-        try:
-            _decode(image, mime)
-        except ImageError as err:
-            raise ReferenceImageError(str(err), user_message=NOT_AN_IMAGE_REPLY) from err
-        transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-        # Resized with its alpha (Pillow premultiplies), flattened once small: cheaper.
-        work = image.convert("RGBA") if transparent else _opaque(image)
-        work.thumbnail((side, side))
-        work = ImageOps.exif_transpose(work)
-        if transparent:
-            work = _flatten(work)
-        return _encode_within(work, detail)
 
 
 async def prepare_image_async(data: bytes, *, detail: VisionDetail, max_side: int) -> VisionImage:
@@ -150,9 +140,18 @@ async def fetch_vision_image(
     return await prepare_image_async(data, detail=detail, max_side=max_side)
 
 
+def _small_opaque(image: Image.Image, side: int) -> Image.Image:
+    """``image`` shrunk to ``side``, upright, transparency flattened on white (RGB or L)."""
+    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    # Resized with its alpha (Pillow premultiplies it), flattened once small: cheaper.
+    work = image.convert("RGBA") if transparent else _opaque(image)
+    work.thumbnail((side, side))
+    ImageOps.exif_transpose(work, in_place=True)
+    return _flatten(work) if transparent else work
+
+
 def _encode_within(image: Image.Image, detail: VisionDetail) -> VisionImage:
     """JPEG at falling quality, then smaller at the lowest quality, until the data URL fits."""
-    image = image if image.mode in ("RGB", "L") else image.convert("RGB")
     qualities = list(JPEG_QUALITIES)
     while True:
         jpeg = _jpeg(image, qualities[0])
