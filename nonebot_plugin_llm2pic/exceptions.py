@@ -125,3 +125,12 @@ class JobTimeoutError(Llm2PicError):
     """``limits.job_timeout`` expired for the whole job."""
 
     user_message = "画图超时了，请稍后再试"
+
+
+class FilteredImageError(ImageError):
+    """The picture came back blank: a safety checker's placeholder, i.e. a content-policy refusal.
+
+    Never sent and, like ``ContentPolicyError``, never handed to a fallback backend.
+    """
+
+    user_message = "图片被过滤了（可能触发了安全审核），换个说法再试试"
