@@ -11,7 +11,7 @@ from nonebug import App
 from .conftest import SUPERUSER_ID
 from .fakes.openai_server import FakeOpenAI
 from .test_admin import read_config, run_admin
-from .test_draw import expect_ack_and_image, image_message, make_bot, new_user
+from .test_draw import expect_ack_and_image, image_message, make_bot, new_user, send_timeout
 from .test_draw import upstream as draw_upstream  # noqa: F401 - a fixture
 from .utils import group_message, private_message
 
@@ -308,7 +308,7 @@ async def test_group_cooldown_and_ack_apply_in_that_group(app: App, upstream: Fa
             image_message(upstream.image),
             result={"message_id": 2},
             reply_message=True,
-            _timeout=120.0,
+            _timeout=send_timeout(upstream.image),
         )
         ctx.receive_event(bot, second)
         ctx.should_call_send(

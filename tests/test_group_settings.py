@@ -37,6 +37,7 @@ def with_group(table: dict[str, Any], **global_tables: Any) -> dict[str, Any]:
         ({"plugin": {"ack_message": ""}}, "plugin.ack_message", ""),
         ({"plugin": {"allow_flags": True}}, "plugin.allow_flags", True),
         ({"plugin": {"enabled": False}}, "plugin.enabled", False),
+        ({"plugin": {"send_format": "png"}}, "plugin.send_format", "png"),
     ],
 )
 def test_allowed_override_applies_to_that_group_only(table, key, value):
