@@ -159,22 +159,13 @@ def reference_candidates(job: DrawJob, settings: Settings) -> list[str]:
 def plan_backend(job: DrawJob, settings: Settings) -> str:
     """The backend a job queues on when accepted; raises the failures known in advance.
 
-    Known in advance: references no candidate takes, and a job whose every candidate backend
-    is missing or disabled. The prompt writer's style may still move a job without references
-    to another backend later (it then queues there).
+    Known in advance: reference images that no candidate backend takes (routing names are
+    validated with the config, and `-b NAME` by the caller). The prompt writer's style may
+    still move a job without references to another backend (it then queues there).
     """
     if job.references:
         return reference_candidates(job, settings)[0]
-    first = job.backend or primary_backend(settings, selfie=job.selfie)
-    names = [first] if job.backend else [first, *settings.routing.fallback]
-    for name in names:
-        if name in settings.backends:
-            return name
-    raise BackendUnavailableError(
-        f"no enabled backend named {first!r}",
-        backend=first,
-        user_message=f"没有名为 {first} 的绘图后端",
-    )
+    return job.backend or primary_backend(settings, selfie=job.selfie)
 
 
 class Pipeline:
