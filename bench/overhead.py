@@ -205,9 +205,9 @@ async def measure(
         baseline.append(elapsed - (served.answered - served.arrived))
     med = summary(overhead)[0]
     print(
-        f"\n{size}x{size} crop {'on' if crop else 'off'}, PNG {len(png) / 1e6:.1f} MB (upstream JSON "
-        f"{len(png) * 4 / 3 / 1e6:.1f} MB) → sent {sent_format} {len(sent) / 1e6:.2f} MB, "
-        f"{rounds} rounds:"
+        f"\n{size}x{size} crop {'on' if crop else 'off'}, PNG {len(png) / 1e6:.1f} MB "
+        f"(upstream JSON {len(png) * 4 / 3 / 1e6:.1f} MB) "
+        f"→ sent {sent_format} {len(sent) / 1e6:.2f} MB, {rounds} rounds:"
     )
     print(f"  plugin overhead    {fmt(overhead)}")
     print(f"    total            {fmt(totals)}   upstream {fmt(upstream_times)}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nonebot
@@ -59,7 +60,7 @@ def _nonebot_init() -> None:
 
 
 @pytest.fixture
-def config_file() -> Path:
+def config_file() -> Iterator[Path]:
     """The live config file, restored to the packaged example after the test."""
     from nonebot_plugin_llm2pic.settings_store import example_text
     from nonebot_plugin_llm2pic.state import groups, store

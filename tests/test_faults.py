@@ -13,11 +13,11 @@ import pytest
 
 from nonebot_plugin_llm2pic.exceptions import (
     BackendAuthError,
-    BackendError,
     BackendStatusError,
     BackendTimeoutError,
     ContentPolicyError,
     JobTimeoutError,
+    Llm2PicError,
     ReferenceImageError,
     StreamError,
     UpstreamError,
@@ -62,8 +62,8 @@ async def gradio():
 
 
 async def fails_then_recovers(
-    pipeline: Pipeline, error: type[BackendError] | type[Exception], user_message: str, fix
-) -> BaseException:
+    pipeline: Pipeline, error: type[Llm2PicError], user_message: str, fix
+) -> Llm2PicError:
     """Run a job that must fail with exactly this error, undo the fault, run one that works."""
     with pytest.raises(error) as caught:
         await pipeline.run(JOB)

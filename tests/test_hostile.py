@@ -319,7 +319,7 @@ def test_hostile_admin_values_leave_file_unchanged(
 def test_toml_injection_in_a_string_is_just_text(store: SettingsStore, raw: str):
     """A string value carrying a table header stays one string; no table or key is added."""
     store.set("persona.description", raw)
-    document = tomlkit.parse(store.path.read_text("utf-8"))
+    document = tomlkit.parse(store.path.read_text("utf-8")).unwrap()
     assert "evil" not in document
     assert document["plugin"]["enabled"] is True
     assert store.settings.persona.description in (raw, raw.strip())
@@ -432,10 +432,10 @@ def test_any_persona_text_is_stored_verbatim_or_refused(data: str):
         assert json.dumps(stored) in (json.dumps(data.strip()), json.dumps(_toml_string(data)))
 
 
-def _toml_string(data: str) -> str:
+def _toml_string(data: str) -> object:
     """What a value typed as a TOML string literal means (``"a"`` → ``a``)."""
     try:
-        return tomlkit.parse(f"v = {data.strip()}")["v"].unwrap()
+        return tomlkit.parse(f"v = {data.strip()}").unwrap()["v"]
     except Exception:
         return data.strip()
 

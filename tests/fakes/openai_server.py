@@ -123,7 +123,7 @@ class FakeOpenAI(LoopbackServer):
         recorded = Recorded(request.method, request.path, dict(request.headers))
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
-            async for part in reader:
+            while (part := await reader.next()) is not None:
                 assert isinstance(part, BodyPartReader)
                 recorded.parts.append(
                     Part(

@@ -105,7 +105,7 @@ def build() -> gr.Blocks:
 
 def main() -> None:
     """Serve on 127.0.0.1:PORT until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="A stand-in for the Z-Image-Turbo Space.")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     build().queue().launch(
