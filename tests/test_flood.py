@@ -10,6 +10,7 @@ window") is checked by its own test below.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections import defaultdict
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from nonebot_plugin_llm2pic.exceptions import Llm2PicError
 from nonebot_plugin_llm2pic.limits import QueueFullError
 from nonebot_plugin_llm2pic.pipeline import DrawJob
 
@@ -226,13 +226,15 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
                 tally.record(
                     (await client.next_call("send_msg", timeout=remaining)).params["message"]
                 )
-            await client.no_call(within=0.5)
-            while not client.calls.empty():
-                tally.record(client.calls.get_nowait().params["message"])
+            # Anything still arriving (cooldown refusals, or a wrong second outcome) is tallied.
+            with contextlib.suppress(asyncio.TimeoutError):
+                while True:
+                    call = await asyncio.wait_for(client.calls.get(), 0.5)
+                    tally.record(call.params["message"])
         per_user_refusals: dict[int, int] = defaultdict(int)
         for message_id, outcomes in tally.outcomes.items():
             if message_id in firsts:
-                assert outcomes == ["image"]
+                assert outcomes == ["image"], (message_id, dict(tally.outcomes))
             else:
                 assert all(text.startswith("画得太快啦") for text in outcomes)
                 per_user_refusals[requests[message_id][0]] += len(outcomes)
@@ -245,8 +247,10 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
 async def test_pipeline_flood_keeps_concurrency_and_queue_bounded(fake: FakeOpenAI):
     """100 jobs at once on the pipeline: queue refusals beyond `max_queue`, never more than
     `max_concurrency` upstream calls, every job ends, counters back to zero, next job works."""
+    max_queue, max_concurrency = 10, 3
     settings = settings_for(
-        {"a": openai_backend(fake.base_url)}, limits={"max_queue": 10, "max_concurrency": 3}
+        {"a": openai_backend(fake.base_url)},
+        limits={"max_queue": max_queue, "max_concurrency": max_concurrency},
     )
     async with pipeline_for(settings) as pipeline:
         results = await asyncio.gather(
@@ -254,8 +258,9 @@ async def test_pipeline_flood_keeps_concurrency_and_queue_bounded(fake: FakeOpen
         )
         refused = [r for r in results if isinstance(r, QueueFullError)]
         drawn = [r for r in results if not isinstance(r, BaseException)]
-        assert len(drawn) == 10
-        assert len(refused) == 90
-        assert all(isinstance(r, Llm2PicError) for r in results if isinstance(r, BaseException))
+        # How many jobs reach a slot before the rest arrive is up to the event loop's
+        # scheduling; a job holding a slot no longer waits, so it frees a queue place.
+        assert max_queue <= len(drawn) <= max_queue + max_concurrency, len(drawn)
+        assert len(refused) == 100 - len(drawn), results
         assert fake.peak_in_flight <= 3
         assert (await pipeline.run(DrawJob(text="之后"))).image.data == fake.image
