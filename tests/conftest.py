@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import nonebot
 import pytest
 from nonebug import NONEBOT_INIT_KWARGS
+
+from .fakes import make_png
+from .fakes.openai_server import FakeOpenAI
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="llm2pic-tests-"))
 CONFIG_PATH = TEST_ROOT / "config" / "llm2pic.toml"
@@ -72,3 +76,27 @@ def config_file() -> Iterator[Path]:
     store.reload()
     for group in list(groups.disabled):
         groups.set_enabled(group, True)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The plugin's own kind of HTTP session, closed after the test."""
+    from nonebot_plugin_llm2pic.transport import new_session
+
+    async with new_session() as client:
+        yield client
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    """A local OpenAI-compatible image upstream (images and chat APIs)."""
+    async with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    """The image upstream of the end-to-end tests: a 96×96 picture, told from the defaults."""
+    async with FakeOpenAI() as server:
+        server.image = make_png(96, 96, (30, 160, 90))
+        yield server

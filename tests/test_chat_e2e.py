@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import tomlkit
 from PIL import Image
 
@@ -34,13 +33,6 @@ def write_config(server: ServeProcess, fake: FakeOpenAI, **overrides: dict[str, 
     document.update(tables)
     server.workdir.mkdir(parents=True, exist_ok=True)
     server.config_path.write_text(tomlkit.dumps(document), "utf-8")
-
-
-@pytest.fixture
-async def upstream():
-    async with FakeOpenAI() as fake:
-        fake.image = make_png(96, 96, (30, 160, 90))
-        yield fake
 
 
 async def until(condition: Callable[[], bool]) -> None:

@@ -41,10 +41,10 @@ QUOTA_TEXT = "You have exceeded your GPU quota (60s requested vs. 0s left). Try 
 
 
 @pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        server.image = png()
-        yield server
+def fake(fake: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake upstream with a 32×24 picture, long enough to cut a stream inside it."""
+    fake.image = png()
+    return fake
 
 
 @pytest.fixture

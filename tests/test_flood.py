@@ -42,11 +42,11 @@ RSS_GROWTH_LIMIT = 60 * 1024 * 1024
 
 
 @pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        server.image = png(48, 48)
-        server.delay = 0.05
-        yield server
+def fake(fake: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake upstream, each picture taking 50 ms so that jobs overlap."""
+    fake.image = png(48, 48)
+    fake.delay = 0.05
+    return fake
 
 
 class Tally:

@@ -54,10 +54,10 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 
 @pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        server.image = png()
-        yield server
+def fake(fake: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake upstream with a 32×24 picture, long enough to cut a stream inside it."""
+    fake.image = png()
+    return fake
 
 
 @pytest.fixture

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 """Largest request a fake accepts (image edits upload reference images)."""
+
+
+def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A small deterministic PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class LoopbackServer:

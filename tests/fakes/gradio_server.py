@@ -10,25 +10,16 @@ Every request is recorded for assertions.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from PIL import Image
 
-from . import LoopbackServer
+from . import LoopbackServer, make_png
 
 IMAGE_PATH = "/tmp/gradio/0123abcd/image.png"
 UPLOAD_PATH = "/tmp/gradio/feedbeef/reference.png"
-
-
-def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (10, 200, 90)) -> bytes:
-    """A small deterministic PNG."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def sse(event: str, data: Any) -> bytes:

@@ -7,7 +7,6 @@ come from a dict, so each test states exactly which backends, retries and limits
 from __future__ import annotations
 
 import asyncio
-import io
 import struct
 import time
 import zlib
@@ -15,11 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from PIL import Image
-
 from nonebot_plugin_llm2pic.pipeline import Pipeline
 from nonebot_plugin_llm2pic.settings import Settings, parse_settings
 from nonebot_plugin_llm2pic.transport import new_session
+
+from . import make_png
 
 SECRET = "sk-live-SECRETKEY0123456789abcdef"
 """An API key that must never show up anywhere outside the request header."""
@@ -104,10 +103,8 @@ def own_tasks() -> list[asyncio.Task[Any]]:
 
 
 def png(width: int = 32, height: int = 24, color: tuple[int, int, int] = (20, 90, 160)) -> bytes:
-    """A small real PNG."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A small real PNG, the pipeline tests' usual picture."""
+    return make_png(width, height, color)
 
 
 def png_claiming(width: int, height: int) -> bytes:

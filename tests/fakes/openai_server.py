@@ -19,16 +19,9 @@ from typing import Any, Literal
 from aiohttp import BodyPartReader, web
 from PIL import Image
 
-from . import LoopbackServer
+from . import LoopbackServer, make_png
 
 ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts", "images"]
-
-
-def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    """A small deterministic PNG."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def make_jpeg(width: int = 8, height: int = 8) -> bytes:
