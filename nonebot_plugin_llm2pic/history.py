@@ -1,4 +1,4 @@
-"""Recent group messages, kept in memory for the prompt writer (SPEC §4 "History").
+"""Recent group messages, kept in memory for the prompt writer.
 
 Pure: the matcher turns OneBot messages (text with ``[图片]`` placeholders, the bot's own
 included) into ``HistoryEntry``s and adds them here. Memory is bounded twice: each group keeps at

@@ -1,10 +1,10 @@
-"""Pure Pillow post-processing: sniff, validate, crop, re-encode to a size cap (SPEC §4, §6).
+"""Pure Pillow post-processing: sniff, validate, crop, re-encode to a size cap.
 
 Everything here is synchronous bytes → bytes work with no NoneBot import, so the CLI and the
 benchmarks use it as is; ``process_image_async`` runs it in the image worker thread so the event
 loop never decodes pixels.
 
-Cost model (SPEC §6): re-encoding a photo as PNG costs about 5x a JPEG q90, so the original bytes
+Cost model: re-encoding a photo as PNG costs about 5x a JPEG q90, so the original bytes
 are returned untouched unless a crop is asked for or they exceed the size cap, and a re-encode
 picks JPEG for opaque images (PNG only when small, WebP/PNG only for real transparency).
 Animated GIF/WebP inputs are treated as stills: a re-encode keeps the first frame.
@@ -34,7 +34,7 @@ T = TypeVar("T")
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm2pic-image")
 """One thread for all CPU-heavy image work (JSON/base64 decoding, Pillow). With many jobs
 finishing at once, several such threads would fight the event loop for the GIL and delay it by
-tens of ms; with one, the loop gets the GIL back within one switch interval (SPEC §6 lag)."""
+tens of ms; with one, the loop gets the GIL back within one switch interval (``bench/load.py``)."""
 
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Decompression-bomb guard, checked from the header before any pixel is decoded."""

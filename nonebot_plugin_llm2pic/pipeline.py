@@ -1,7 +1,7 @@
-"""One drawing job: request → prompt writer → backend(s) → post-processing (SPEC §4).
+"""One drawing job: request → prompt writer → backend(s) → post-processing.
 
 No NoneBot imports: the chat matchers and the CLI `draw` verb both run jobs through here.
-Routing follows SPEC §4: the style (or selfie) picks `routing.anime` / `routing.real`, else
+Routing: the style (or selfie) picks `routing.anime` / `routing.real`, else
 `routing.default`; on failure `routing.fallback` is tried in order, except after a content-policy
 refusal or when the user chose the backend with `-b`. `limits.job_timeout` bounds everything.
 """
@@ -106,7 +106,7 @@ class BackendStats:
 
 
 def primary_backend(settings: Settings, *, selfie: bool, style: str | None = None) -> str:
-    """The backend routing picks before any fallback (SPEC §2 `[routing]`)."""
+    """The backend routing picks before any fallback (the `[routing]` table)."""
     routing = settings.routing
     if selfie or style == "anime":
         return routing.anime or routing.default
@@ -239,7 +239,7 @@ class Pipeline:
         *,
         explicit: bool,
     ) -> GeneratedImage:
-        """Try the candidates in order until one draws (SPEC §4 fallback rules)."""
+        """Try the candidates in order until one draws (fallback rules: module docstring)."""
         for index, name in enumerate(candidates):
             try:
                 return await self._generate(name, request, ticket, settings)

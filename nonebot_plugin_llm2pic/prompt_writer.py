@@ -1,4 +1,4 @@
-"""The prompt writer: request + recent chat + persona → one English image prompt (SPEC §4).
+"""The prompt writer: request + recent chat + persona → one English image prompt.
 
 One OpenAI-compatible chat call (``[llm]``) with a real system message and a user message holding
 the recent chat and the request. The answer is parsed tolerantly (``clean_output``): reasoning

@@ -36,7 +36,7 @@ from .sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
     # aiohttp is imported where it is used: its import (~130 ms, most of it building SSL contexts)
-    # then happens when the session opens at startup, not while NoneBot loads the plugin (SPEC §6).
+    # then happens when the session opens at startup, not while NoneBot loads the plugin.
     import aiohttp
 
 logger = logging.getLogger("nonebot_plugin_llm2pic")
@@ -279,7 +279,7 @@ async def download(
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backend: str) -> T:
-    """Run ``call``; retry retryable ``BackendError``s up to ``retries`` times (SPEC §4)."""
+    """Run ``call``; retry retryable ``BackendError``s up to ``retries`` times (``retry.py``)."""
     attempt = 0
     while True:
         try:

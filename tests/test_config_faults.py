@@ -1,4 +1,4 @@
-"""Config faults end to end (SPEC §2, §3, §5) through a real `serve` and a OneBot v11 client.
+"""Config faults end to end through a real `serve` and a OneBot v11 client.
 
 Unit-level cases live in test_settings_store.py and test_admin.py; here one served bot goes
 through them in order, as an admin would meet them: a broken file at start-up, a fixed one,

@@ -1,4 +1,4 @@
-"""Upstream faults through the whole pipeline (SPEC §5): one clear error, no image, no leak.
+"""Upstream faults through the whole pipeline: one clear error, no image, no leak.
 
 Each test runs the real `Pipeline` against local fakes, checks the one `Llm2PicError` the chat
 would show (its `user_message`), that no image came out, that the queue is back to zero and no
@@ -383,7 +383,7 @@ async def test_every_fallback_failing_reports_the_last(fake: FakeOpenAI, spare: 
 
 
 async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI, gradio: FakeGradio):
-    """Through `serve` and OneBot v11, one bot meets each §5 row in turn: every request gets its
+    """Through `serve` and OneBot v11, one bot meets each fault in turn: every request gets its
     ack and exactly one outcome (read strictly in order, so a stray extra reply would fail the
     next step), and the queue is empty at the end."""
     import base64

@@ -1,8 +1,8 @@
-"""Floods (SPEC §3, §5 "flood of requests"): bounded replies, memory and concurrency; quota
+"""Floods: bounded replies, memory and concurrency; quota
 counters that match what was delivered, across a restart in the middle of a flood.
 
 The end-to-end test drives a real `serve` through the OneBot v11 client. It uses `/pic`, whose
-refusals are always answered (SPEC §3), so every request must get exactly one outcome; the
+refusals are always answered, so every request must get exactly one outcome; the
 natural-language rule ("a refused trigger is answered at most once per user per cooldown
 window") is checked by its own test below.
 """

@@ -1,4 +1,4 @@
-"""Hostile answers and edits (SPEC §5): every one is refused with a reason, nothing crashes.
+"""Hostile answers and edits: every one is refused with a reason, nothing crashes.
 
 Upstream answers run through the whole `Pipeline` against local fakes (the aiohttp fake, or a raw
 TCP server for lying headers). Admin values go through the real `SettingsStore`; the property

@@ -2,7 +2,7 @@
 
 Sanity timing on the dev machine (2 cores, median of 5, photo-like gradient + noise PNG,
 crop 40 px + JPEG q90 + base64): 1024² ≈ 33 ms, 2048² ≈ 135 ms; PNG decoding is most of it.
-Not asserted here (timing tests flake); ``bench/`` measures the SPEC §6 budgets.
+Not asserted here (timing tests flake); ``bench/`` measures the budgets (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def test_set_keeps_comments_and_layout(store: SettingsStore):
     ],
 )
 def test_set_converts_to_field_type(store: SettingsStore, key, raw, expected):
-    """Values are converted to the type of the field they set (SPEC §3)."""
+    """Values are converted to the type of the field they set."""
     store.set(key, raw)
     section, *rest = key.split(".")
     node = tomlkit.parse(store.path.read_text("utf-8")).unwrap()[section]

@@ -1,7 +1,7 @@
 """Gradio backend: any Gradio app or Hugging Face Space through the simple ``/call`` API.
 
-Wire format: ``reference/protocols.md`` §1 (Gradio 4.x/5.x/6.x) and §2 (the Z-Image-Turbo Space,
-whose ``/generate`` layout is the default input template). One attempt is
+Wire format: Gradio's ``/call`` API as Gradio 4.x, 5.x and 6.x serve it; the default input
+template is the ``/generate`` layout of the Z-Image-Turbo Space. One attempt is
 
 1. ``GET /config`` once per backend object: Gradio 5+ reports ``api_prefix`` ("/gradio_api"),
    Gradio 4 serves everything at the root and reports none;
@@ -10,8 +10,8 @@ whose ``/generate`` layout is the default input template). One attempt is
 4. one SSE ``GET {prefix}/call/{api_name}/{event_id}`` until ``complete`` or ``error``;
 5. the first image of the chosen output downloaded (capped, checked by its magic bytes).
 
-An ``error`` event fails at once with the upstream's text (ZeroGPU quota…) and is not retried
-(SPEC §5); the ancestor ignored it and waited for its timeout (``reference/maibot.md`` §1.13).
+An ``error`` event fails at once with the upstream's text (ZeroGPU quota…) and is not retried,
+rather than waiting for a timeout that cannot bring a different answer.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ MAX_ERROR_CHARS = 200
 """Upstream error text shown to the user is cut here (ZeroGPU messages fit)."""
 
 FILE_DATA_META = {"_type": "gradio.FileData"}
-"""Required on file inputs from Gradio 5.5 on (protocols.md §0.3)."""
+"""Required on file inputs from Gradio 5.5 on."""
 
 ZIMAGE_RESOLUTIONS: dict[int, tuple[str, ...]] = {
     base: tuple(
@@ -79,7 +79,7 @@ ZIMAGE_RESOLUTIONS: dict[int, tuple[str, ...]] = {
                (1248, 1872), (2048, 1152), (1152, 2048), (2016, 864), (864, 2016)),
     }.items()
 }  # fmt: skip
-"""The Z-Image-Turbo resolution dropdown, per family (protocols.md §2); the Space rejects others."""
+"""The Z-Image-Turbo resolution dropdown, per family; the Space rejects other values."""
 
 ASPECT_RATIOS: dict[Aspect, str] = {"square": "1:1", "landscape": "16:9", "portrait": "9:16"}
 """The ratio an aspect hint picks within a Z-Image family when the configured one does not fit."""

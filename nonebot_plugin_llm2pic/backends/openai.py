@@ -1,12 +1,12 @@
 """OpenAI-compatible image backend: Images API (generations / edits) or Chat Completions.
 
-Wire formats: ``reference/protocols.md`` §3 (Images, JSON and SSE) and §4 (chat answers carrying
-images: markdown data URLs, markdown or bare http(s) URLs, bare base64, content-part lists,
+Wire formats: the Images API (JSON and SSE) and chat answers carrying images (markdown data
+URLs, markdown or bare http(s) URLs, bare base64, content-part lists,
 OpenRouter ``message.images`` / ``delta.images``). Whether an answer is SSE or JSON is decided by
 its Content-Type, not by what we asked for: relays answer either way.
 
 Streamed chat content is accumulated and parsed once at the end, so a half-received base64 string
-is never decoded into a truncated picture (the RedInk bug, ``reference/maibot.md`` §2.4).
+is never decoded into a truncated picture.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ class OpenAIBackend:
         }
         size = self._size(request)
         if size:
-            payload["size"] = size  # relays for image models read it; the ancestor never sent it
+            payload["size"] = size  # relays for image models read it
         payload.update(self._extra_fields())
         if self._settings.use_sse:
             payload["stream"] = True

@@ -1,4 +1,4 @@
-"""Drawing requests from chat: `/pic`, natural language and selfies (SPEC §3).
+"""Drawing requests from chat: `/pic`, natural language and selfies (docs/architecture.md).
 
 Handlers only decide whether a request is accepted (switches, blocked users, banned words,
 cooldown, quota, queue), acknowledge it, and hand the job to a tracked background task. Every
@@ -44,7 +44,7 @@ from ..settings import Settings
 from .record import message_text
 
 IMAGE_SEND_TIMEOUT = 120.0
-"""OneBot image uploads of a few MB take long on NapCat/LLOneBot (ecosystem §4.3)."""
+"""OneBot image uploads of a few MB take long on NapCat/LLOneBot."""
 OUTBOX_KEEP = 20
 """Files kept in the `send_mode = "file"` outbox; older ones are deleted."""
 PIC_USAGE = "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"
@@ -81,7 +81,7 @@ async def _pic_rule(event: MessageEvent) -> bool:
 
 
 async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_State) -> bool:
-    """A drawing or selfie request in a group that should fire (SPEC §3 explicit vs weak)."""
+    """A drawing or selfie request in a group that should fire (explicit, or weak and confirmed)."""
     if not _enabled_here(event):
         return False
     settings = state.store.settings
@@ -184,7 +184,7 @@ def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
 
 
 async def _fresh_settings() -> Settings:
-    """The live settings, re-read first if the file changed on disk (SPEC §2)."""
+    """The live settings, re-read first if the file changed on disk."""
     await asyncio.to_thread(state.store.refresh_if_changed)
     return state.store.settings
 

@@ -1,4 +1,4 @@
-"""Recent group chat for the prompt writer (SPEC §4 History).
+"""Recent group chat for the prompt writer.
 
 Recorded in an event preprocessor, so messages count even when another plugin blocks the event,
 and from the bot's own API calls, so the bot's replies are part of the context.

@@ -1,6 +1,6 @@
 """A fake Gradio app (aiohttp ``web`` on loopback) for faults a real Gradio app cannot produce.
 
-It speaks the simple ``/call`` API of ``reference/protocols.md`` §1.1 to §1.4 and §1.9:
+It speaks Gradio's simple ``/call`` API:
 ``GET /config`` (with ``api_prefix`` like Gradio 5+/6, or without like Gradio 4),
 ``POST {prefix}/call/{api}``, the SSE result stream (whose raw bytes each test chooses: ``error``
 with ``null`` or text, heartbeats, a cut), ``POST {prefix}/upload`` and ``GET {prefix}/file=…``.
@@ -41,7 +41,7 @@ def file_data(path: str | None = IMAGE_PATH, url: str | None = None) -> dict[str
 
 
 def zimage_outputs(image: Any = None, seed: int = 123456) -> list[Any]:
-    """The Z-Image-Turbo ``complete`` data: gallery, "seed used", seed (protocols.md §2)."""
+    """The Z-Image-Turbo ``complete`` data: gallery, "seed used", seed."""
     item = file_data() if image is None else image
     return [[{"image": item, "caption": None}], str(seed), seed]
 

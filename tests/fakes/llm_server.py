@@ -2,7 +2,7 @@
 
 ``POST /v1/chat/completions`` answers ``answer`` as one JSON body, or, when the request asks for
 ``stream: true``, as ``chat.completion.chunk`` SSE events (``choices[0].delta.content``) ending
-with ``data: [DONE]`` (``reference/protocols.md`` §4.0). ``GET /v1/models`` lists ``models``.
+with ``data: [DONE]``, as OpenAI streams chat. ``GET /v1/models`` lists ``models``.
 Tests set ``status``/``error_body`` for failures, ``delay`` for slow answers, and read the
 recorded ``bodies``/``headers``.
 """

@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible server (aiohttp ``web`` on loopback) for backend tests.
 
-It speaks the wire formats of ``reference/protocols.md`` §3 and §4: Images generations/edits as JSON
+It speaks the OpenAI-compatible wire formats: Images generations/edits as JSON
 or SSE (OpenAI's ``image_generation.*`` events or a relay's ``data[0]`` chunk), chat completions
 carrying the image in every known way, ``/models``, and plain files for URL answers. Each test
 configures the attributes it needs; every request is recorded for assertions.
