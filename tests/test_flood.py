@@ -218,11 +218,12 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
                     )
                     requests[message_id] = (user, 1200)
             tally = Tally(requests)
-            firsts = set(list(requests)[:10])
+            # A member's requests arrive together, so which one is admitted first is up to
+            # scheduling (each handler awaits before admission); the contract is per member.
             deadline = time.monotonic() + OUTCOME_DEADLINE
-            while firsts & tally.pending:
+            while sum(1 for count in tally.images(by=0).values() if count) < 10:
                 remaining = deadline - time.monotonic()
-                assert remaining > 0
+                assert remaining > 0, dict(tally.outcomes)
                 tally.record(
                     (await client.next_call("send_msg", timeout=remaining)).params["message"]
                 )
@@ -231,14 +232,14 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
                 while True:
                     call = await asyncio.wait_for(client.calls.get(), 0.5)
                     tally.record(call.params["message"])
-        per_user_refusals: dict[int, int] = defaultdict(int)
+        per_user: dict[int, list[str]] = defaultdict(list)
         for message_id, outcomes in tally.outcomes.items():
-            if message_id in firsts:
-                assert outcomes == ["image"], (message_id, dict(tally.outcomes))
-            else:
-                assert all(text.startswith("画得太快啦") for text in outcomes)
-                per_user_refusals[requests[message_id][0]] += len(outcomes)
-        assert all(count <= 1 for count in per_user_refusals.values())
+            per_user[requests[message_id][0]] += outcomes
+        for outcomes in per_user.values():
+            refusals = [text for text in outcomes if text != "image"]
+            assert outcomes.count("image") == 1, per_user
+            assert len(refusals) <= 1, per_user
+            assert all(text.startswith("画得太快啦") for text in refusals), per_user
         assert sum(tally.acks.values()) == 10
     finally:
         await server.stop()
