@@ -10,24 +10,27 @@ template is the ``/generate`` layout of the Z-Image-Turbo Space. One attempt is
 4. one SSE ``GET {prefix}/call/{api_name}/{event_id}`` until ``complete`` or ``error``;
 5. the first image of the chosen output downloaded (capped, checked by its magic bytes).
 
-An ``error`` event fails at once with the upstream's text (ZeroGPU quota…) and is not retried,
-rather than waiting for a timeout that cannot bring a different answer.
+An ``error`` event fails at once and is not retried: a known text (ZeroGPU quota…) becomes its
+typed error with a Chinese message, any other is shown as the app sent it (masked, cut).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
 from ..exceptions import (
+    BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ReferencesUnsupportedError,
     StreamError,
     UpstreamError,
+    classify_upstream,
 )
 from ..imaging import sniff_mime
 from ..settings import GradioBackendSettings, resolve_secret
@@ -35,6 +38,7 @@ from ..sse import ServerSentEvent
 from ..transport import (
     HTTP_SCHEMES,
     MAX_RESPONSE_BYTES,
+    ProbeResult,
     RequestOptions,
     download,
     iter_events,
@@ -61,28 +65,8 @@ MAX_ERROR_CHARS = 200
 FILE_DATA_META = {"_type": "gradio.FileData"}
 """Required on file inputs from Gradio 5.5 on."""
 
-ZIMAGE_RESOLUTIONS: dict[int, tuple[str, ...]] = {
-    base: tuple(
-        f"{w}x{h} ( {ratio} )"
-        for ratio, (w, h) in zip(
-            ("1:1", "9:7", "7:9", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"),
-            sizes,
-            strict=True,
-        )
-    )
-    for base, sizes in {
-        1024: ((1024, 1024), (1152, 896), (896, 1152), (1152, 864), (864, 1152), (1248, 832),
-               (832, 1248), (1280, 720), (720, 1280), (1344, 576), (576, 1344)),
-        1280: ((1280, 1280), (1440, 1120), (1120, 1440), (1472, 1104), (1104, 1472), (1536, 1024),
-               (1024, 1536), (1536, 864), (864, 1536), (1680, 720), (720, 1680)),
-        1536: ((1536, 1536), (1728, 1344), (1344, 1728), (1728, 1296), (1296, 1728), (1872, 1248),
-               (1248, 1872), (2048, 1152), (1152, 2048), (2016, 864), (864, 2016)),
-    }.items()
-}  # fmt: skip
-"""The Z-Image-Turbo resolution dropdown, per family; the Space rejects other values."""
-
-ASPECT_RATIOS: dict[Aspect, str] = {"square": "1:1", "landscape": "16:9", "portrait": "9:16"}
-"""The ratio an aspect hint picks within a Z-Image family when the configured one does not fit."""
+ASPECT_TARGETS: dict[Aspect, float] = {"square": 1.0, "landscape": 16 / 9, "portrait": 9 / 16}
+"""The width/height ratio an aspect hint aims for among the app's resolution choices."""
 
 DEFAULT_INPUTS: tuple[Any, ...] = (
     "{prompt}",
@@ -123,6 +107,8 @@ class GradioBackend:
         self._session = session
         self._base_url = settings.base_url.rstrip("/")
         self._api_prefix: str | None = None  # from /config, on first use
+        self._resolution_choices: tuple[str, ...] | None = None
+        """The app's choices for the resolution input (from /config); None = a free input."""
 
     @property
     def supports_references(self) -> bool:
@@ -133,9 +119,7 @@ class GradioBackend:
         """Draw one image (retries included), or raise a ``BackendError``."""
         if request.references and not self.supports_references:
             raise ReferencesUnsupportedError(
-                f"{self.name}: the input template has no {{image}} slot",
-                backend=self.name,
-                user_message=f"绘图服务 {self.name} 不支持参考图",
+                f"{self.name}: the input template has no {{image}} slot", backend=self.name
             )
         timeout = self._settings.timeout
 
@@ -145,14 +129,12 @@ class GradioBackend:
                 return await asyncio.wait_for(self._attempt(request), timeout)
             except asyncio.TimeoutError as err:
                 raise BackendTimeoutError(
-                    f"{self.name}: no result within {timeout:g} s",
-                    backend=self.name,
-                    user_message=f"绘图服务 {self.name} 超时",
+                    f"{self.name}: no result within {timeout:g} s", backend=self.name
                 ) from err
 
         return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
 
-    async def probe(self) -> str:
+    async def probe(self) -> ProbeResult:
         """GET ``/config`` with the token: reachable, token accepted, endpoint present."""
         config = await self._config(self._options(PROBE_TIMEOUT))
         api_name = self._settings.api_name.strip("/")
@@ -166,10 +148,12 @@ class GradioBackend:
             raise BackendUnavailableError(
                 f"{self.name}: the app has no /{api_name} endpoint",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 没有 /{api_name} 接口",
+                reason="no_endpoint",
+                detail=f"/{api_name}",
             )
         version = config.get("version") or "?"
-        return f"gradio {version}, /{api_name} ({self._base_url}{self._api_prefix}/call/{api_name})"
+        call_url = f"{self._base_url}{self._api_prefix}/call/{api_name}"
+        return ProbeResult(ok=True, detail=f"gradio {version}, /{api_name} ({call_url})")
 
     async def _attempt(self, request: GenerationRequest) -> GeneratedImage:
         opts = self._options(self._settings.timeout)
@@ -177,8 +161,7 @@ class GradioBackend:
         values = self._values(request)
         if request.references:  # one {image} value: the first reference
             values["image"] = await self._upload(request.references[0], prefix, opts)
-        template = DEFAULT_INPUTS if self._settings.inputs is None else self._settings.inputs
-        data = [fill_template(item, values) for item in template]
+        data = [fill_template(item, values) for item in self._template()]
         call_url = f"{self._base_url}{prefix}/call/{self._settings.api_name.strip('/')}"
         answer = await request_json(self._session, "POST", call_url, opts, json={"data": data})
         event_id = answer.get("event_id") if isinstance(answer, dict) else None
@@ -187,7 +170,7 @@ class GradioBackend:
             raise UpstreamError(
                 f"{self.name}: no event_id in the /call answer: {excerpt}",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 返回了无法解析的结果",
+                problem="malformed",
             )
         outputs = await self._stream_outputs(f"{call_url}/{event_id}", opts)
         if self._settings.output_index >= len(outputs):
@@ -225,8 +208,11 @@ class GradioBackend:
             f"{self.name}: result stream ended without a complete event", backend=self.name
         )
 
-    def _error_event(self, event: ServerSentEvent) -> UpstreamError:
-        """Gradio < 6.13 sends ``data: null``; 6.13+ a payload dict; stream failures a string."""
+    def _error_event(self, event: ServerSentEvent) -> BackendError:
+        """Gradio < 6.13 sends ``data: null``; 6.13+ a payload dict; stream failures a string.
+
+        Known texts (ZeroGPU quota…) become their typed, translated error; others are shown.
+        """
         try:
             payload = event.json()
         except ValueError:
@@ -237,17 +223,12 @@ class GradioBackend:
         if isinstance(payload, str):
             # Upstream text goes to chat and logs: mask key-like tokens (an echoed hf_ token).
             text = safe_excerpt(_HTML_TAG.sub("", payload).encode())[:MAX_ERROR_CHARS]
-        if not text:
-            return UpstreamError(
-                f"{self.name}: error event without a message",
-                backend=self.name,
-                user_message=f"绘图服务 {self.name} 报错（未给出原因）",
-            )
-        return UpstreamError(
-            f"{self.name}: error event: {text}",
-            backend=self.name,
-            user_message=f"绘图服务 {self.name} 报错：{text}",
-        )
+        message = f"{self.name}: error event: {text or 'no message'}"
+        kind = classify_upstream("", text)
+        if kind is not None:
+            # Not retried: an error event is the app's answer, not a transient fault.
+            return kind(message, backend=self.name, status=200, body=text, retryable=False)
+        return UpstreamError(message, backend=self.name, upstream=text)
 
     async def _prefix(self, opts: RequestOptions) -> str:
         if self._api_prefix is None:
@@ -259,14 +240,17 @@ class GradioBackend:
         """``GET /config`` (at the root in every version); remembers the API prefix."""
         config = await request_json(self._session, "GET", f"{self._base_url}/config", opts)
         if not isinstance(config, dict):
-            raise UpstreamError(
-                f"{self.name}: /config is not a JSON object",
-                backend=self.name,
-                user_message=f"绘图服务 {self.name} 不是 Gradio 应用",
+            raise BackendUnavailableError(
+                f"{self.name}: /config is not a JSON object", backend=self.name, reason="not_gradio"
             )
         prefix = config.get("api_prefix")
         self._api_prefix = prefix.rstrip("/") if isinstance(prefix, str) else ""
+        self._resolution_choices = input_choices(config, self._settings.api_name, self._template())
         return config
+
+    def _template(self) -> tuple[Any, ...]:
+        inputs = self._settings.inputs
+        return DEFAULT_INPUTS if inputs is None else tuple(inputs)
 
     async def _upload(
         self, reference: ReferenceImage, prefix: str, opts: RequestOptions
@@ -285,7 +269,7 @@ class GradioBackend:
             raise UpstreamError(
                 f"{self.name}: unexpected /upload answer: {safe_excerpt(repr(paths).encode())}",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 上传参考图失败",
+                problem="upload",
             )
         return {"path": paths[0], "orig_name": f"reference.{extension}", "meta": FILE_DATA_META}
 
@@ -321,14 +305,14 @@ class GradioBackend:
             raise UpstreamError(
                 f"{self.name}: downloaded file is not an image: {safe_excerpt(body[:60])}",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 返回的不是图片",
+                problem="bad_image",
             )
         return body, mime
 
     def _values(self, request: GenerationRequest) -> dict[str, Any]:
         """The typed value of every placeholder except ``{image}`` (known only after upload)."""
         settings = self._settings
-        resolution = resolution_for(settings.resolution, request.aspect)
+        resolution = resolution_for(settings.resolution, request.aspect, self._resolution_choices)
         size = _SIZE.search(resolution)
         width, height = (int(size[1]), int(size[2])) if size else (0, 0)
         return {
@@ -361,7 +345,7 @@ class GradioBackend:
         return UpstreamError(
             f"{self.name}: no image in the result ({detail})",
             backend=self.name,
-            user_message=f"绘图服务 {self.name} 没有返回图片",
+            problem="no_image",
         )
 
 
@@ -382,25 +366,76 @@ def fill_template(item: Any, values: dict[str, Any]) -> Any:
     return item
 
 
-def resolution_for(resolution: str, aspect: Aspect | None) -> str:
-    """The configured resolution, turned to fit an aspect hint.
+def resolution_for(
+    resolution: str, aspect: Aspect | None, choices: tuple[str, ...] | None = None
+) -> str:
+    """The resolution to send for an aspect hint; a hint never yields a value the app refuses.
 
-    A Z-Image string (or its bare ``WxH``) moves to the 1:1 / 16:9 / 9:16 entry of the same
-    family; any other size is swapped when its orientation is wrong (a square one stays).
+    With the app's ``choices`` for its resolution input: the configured value when it already
+    has the hinted orientation and is offered, else the choice nearest in aspect ratio to the
+    hint, then in area to the configured size; no choice with a ``WxH`` size keeps the
+    configured value. A free input (``choices`` None) given a bare ``WxH`` gets it turned round,
+    or a size of about the same area in the hinted shape; anything else is kept.
     """
     size = _SIZE.search(resolution)
-    if aspect is None or size is None:
+    if aspect is None:
         return resolution
-    width, height = int(size[1]), int(size[2])
-    if _orientation(width, height) == aspect:
+    if choices is None:
+        bare = _SIZE.fullmatch(resolution.strip())
+        if bare is None or _orientation(int(bare[1]), int(bare[2])) == aspect:
+            return resolution
+        width, height = int(bare[1]), int(bare[2])
+        if width != height and aspect != "square":
+            return f"{height}x{width}"  # the configured shape, turned round
+        area, ratio = width * height, ASPECT_TARGETS[aspect]
+        width, height = (max(64, round(math.sqrt(area * r) / 64) * 64) for r in (ratio, 1 / ratio))
+        return f"{width}x{height}"
+    sizes = [(c, int(m[1]), int(m[2])) for c in choices if (m := _SIZE.search(c)) and int(m[2])]
+    if not sizes:
         return resolution
-    for family in ZIMAGE_RESOLUTIONS.values():
-        if any(entry.startswith(f"{width}x{height} ") for entry in family):
-            target = next(e for e in family if e.endswith(f"( {ASPECT_RATIOS[aspect]} )"))
-            return target if resolution in family else target.split(" ")[0]
-    if aspect == "square" or width == height:
+    area = int(size[1]) * int(size[2]) if size else 0
+    if size and resolution in choices and _orientation(int(size[1]), int(size[2])) == aspect:
         return resolution
-    return _SIZE.sub(f"{height}x{width}", resolution, count=1)
+    target = math.log(ASPECT_TARGETS[aspect])
+
+    def distance(item: tuple[str, int, int]) -> tuple[float, float]:
+        _, width, height = item
+        ratio_gap = round(abs(math.log(width / height) - target), 6)
+        area_gap = abs(math.log(width * height / area)) if area and width else 0.0
+        return ratio_gap, area_gap
+
+    return min(sizes, key=distance)[0]
+
+
+def input_choices(
+    config: dict[str, Any], api_name: str, template: tuple[Any, ...]
+) -> tuple[str, ...] | None:
+    """The dropdown choices of the input the template's lone ``{resolution}`` goes to, if any.
+
+    Gradio 4 to 6 list them in ``/config`` as ``components[].props.choices``, each a
+    ``[label, value]`` pair (older apps: a bare value); the endpoint's ``inputs`` holds the ids.
+    """
+    try:
+        slot = template.index("{resolution}")
+        dependency = next(
+            d
+            for d in config.get("dependencies") or []
+            if isinstance(d, dict)
+            and str(d.get("api_name") or "").strip("/") == api_name.strip("/")
+        )
+        component_id = dependency["inputs"][slot]
+        component = next(
+            c
+            for c in config.get("components") or []
+            if isinstance(c, dict) and c.get("id") == component_id
+        )
+        raw = component["props"]["choices"]
+    except (ValueError, StopIteration, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(raw, list):
+        return None
+    values = [c[-1] if isinstance(c, list | tuple) and c else c for c in raw]
+    return tuple(str(value) for value in values if isinstance(value, str | int | float))
 
 
 def find_image_ref(value: Any) -> str | dict[str, Any] | None:

@@ -13,10 +13,23 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 """Largest request a fake accepts (image edits upload reference images)."""
 
 
+def sample_picture(width: int, height: int, color: tuple[int, int, int]) -> Image.Image:
+    """A ``color`` picture with a black or white block over its bottom-right quarter.
+
+    Not blank (the plugin withholds blank results as a safety filter's placeholders), still tiny
+    as PNG, and its top-left pixel is ``color``.
+    """
+    image = Image.new("RGB", (width, height), color)
+    red, green, blue = color
+    block = (0, 0, 0) if red * 299 + green * 587 + blue * 114 > 127_500 else (255, 255, 255)
+    image.paste(block, (width // 2, height // 2, width, height))
+    return image
+
+
 def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    """A small deterministic PNG."""
+    """A small deterministic PNG (``sample_picture``)."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    sample_picture(width, height, color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -7,12 +7,15 @@ come from a dict, so each test states exactly which backends, retries and limits
 from __future__ import annotations
 
 import asyncio
+import io
 import struct
 import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+
+from PIL import Image
 
 from nonebot_plugin_llm2pic.pipeline import Pipeline
 from nonebot_plugin_llm2pic.settings import Settings, parse_settings
@@ -105,6 +108,13 @@ def own_tasks() -> list[asyncio.Task[Any]]:
 def png(width: int = 32, height: int = 24, color: tuple[int, int, int] = (20, 90, 160)) -> bytes:
     """A small real PNG, the pipeline tests' usual picture."""
     return make_png(width, height, color)
+
+
+def blank_png(width: int = 64, height: int = 64) -> bytes:
+    """An all-black PNG: what a safety checker returns in place of a filtered picture."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def png_claiming(width: int, height: int) -> bytes:
