@@ -1,4 +1,4 @@
-"""Under load: event-loop lag and peak RSS while many jobs wait on a slow upstream (SPEC §6).
+"""Under load: event-loop lag and peak RSS while many jobs wait on a slow upstream.
 
 What: the plugin's ``Pipeline`` and ``JobQueue`` in this process, one shared aiohttp session,
 and a fake OpenAI Images upstream in a separate process (so its send buffers are not counted)
@@ -31,11 +31,11 @@ import subprocess
 import sys
 import time
 
-from nonebot_plugin_llm2pic.imaging import in_worker
 from nonebot_plugin_llm2pic.limits import JobQueue, QueueFullError
 from nonebot_plugin_llm2pic.pipeline import DrawJob, Pipeline
 from nonebot_plugin_llm2pic.settings import Settings
 from nonebot_plugin_llm2pic.transport import new_session
+from nonebot_plugin_llm2pic.worker import in_worker
 
 from ._stats import machine, verdict
 

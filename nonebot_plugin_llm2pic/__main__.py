@@ -1,4 +1,4 @@
-"""Command line: ``python -m nonebot_plugin_llm2pic serve|draw|check|config`` (SPEC §3).
+"""Command line: ``python -m nonebot_plugin_llm2pic serve|draw|check|config``.
 
 Every verb takes ``--config PATH``. Verbs other than ``serve`` run outside a loaded plugin.
 """
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("--backend", "-b", help="backend name")
     draw.add_argument("--raw", "-r", action="store_true", help="skip the prompt writer")
     draw.add_argument("--selfie", action="store_true", help="draw the persona as a selfie")
+    draw.add_argument(
+        "--image", action="append", default=[], metavar="PATH_OR_URL", help="reference image"
+    )
     draw.set_defaults(func=_draw)
 
     check = verbs.add_parser("check", parents=[common], help="validate config, probe backends")
@@ -119,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
     nonebot.logger.info(
         f"llm2pic: waiting for OneBot v11 reverse WebSocket at ws://{args.host}:{args.port}/onebot/v11/ws"
     )
-    # permessage-deflate costs ~80 ms of event loop per image frame (SPEC §6).
+    # permessage-deflate costs ~80 ms of event loop per image frame (``bench/overhead.py``).
     nonebot.run(ws_per_message_deflate=False)
     return 0
 
@@ -158,6 +161,10 @@ async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResu
             selfie=args.selfie,
             raw=args.raw,
             backend=args.backend,
+            references=tuple(
+                source if source.startswith(("http://", "https://")) else Path(source)
+                for source in args.image
+            ),
             aspect=aspect_hint(args.text),
         )
         return await pipeline.run(job)

@@ -1,4 +1,4 @@
-"""Typed schema of ``llm2pic.toml`` (SPEC §2).
+"""Typed schema of ``llm2pic.toml``.
 
 Pure pydantic: no NoneBot, no I/O. ``parse_settings`` turns the plain dict read from TOML into a
 ``Settings`` object, merging ``[backends.NAME]`` tables over the built-ins and translating
@@ -56,6 +56,7 @@ class PluginSection(_Section):
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     send_format: SendFormat = "auto"
     save_images: bool = False
+    download_proxy: str = ""
     groups_default: Literal["on", "off"] = "on"
     """``off`` = whitelist mode: a group draws only once a superuser switched it on."""
 

@@ -1,4 +1,4 @@
-"""`/llm2pic show|get|set|unset|reload|status|on|off|group` (the admin commands).
+"""Admin commands: `/llm2pic show|get|set|unset|reload|status|on|off|group`.
 
 Superusers may do everything, and edit any group's table from anywhere with
 `/llm2pic group <群号> …`. In a group its owner/admins may switch it off (and on, unless
