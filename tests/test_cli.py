@@ -188,5 +188,5 @@ async def test_config_set_and_get_roundtrip(tmp_path: Path):
     before = (tmp_path / "llm2pic.toml").read_bytes()
     code, _, err = await run_cli(tmp_path, "config", "set", "limits.max_queue", "lots")
     assert code == 1
-    assert "limits.max_queue: expected an integer" in err
+    assert "limits.max_queue: 应为整数" in err
     assert (tmp_path / "llm2pic.toml").read_bytes() == before
