@@ -431,6 +431,8 @@ def convert_value(key: str, raw: str, document: Any, settings: Settings) -> Any:
     if annotation is str or _is_str_literal(annotation):
         parsed = _parse_toml_value(text)
         return parsed if isinstance(parsed, str) else text
+    if annotation is dict and len(text) > 1 and text[0] == text[-1] == "'":
+        text = text[1:-1]  # the shell-quoted form works in chat too: '{type = "gradio", …}'
     value = _parse_toml_value(text)
     if value is None:
         raise SettingsError(f"{key}: 应为{_type_name(annotation)}，收到 {text[:60]!r}", key=key)

@@ -146,8 +146,8 @@ async def test_check_reports_each_probe(tmp_path: Path):
     }
     assert code == 1
     assert " ok " in rows["config"]
-    assert " ok " in rows["llm"]
-    assert "test-model listed" in rows["llm"]
+    assert " ok " in rows["LLM"]
+    assert "test-model listed" in rows["LLM"]
     assert "FAILED" in rows["backend openai"]
     assert "认证失败" in rows["backend openai"]
     assert "sk-wrong" not in out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import tomlkit
+from nonebug import App
 
 from nonebot_plugin_llm2pic.exceptions import SettingsError
 from nonebot_plugin_llm2pic.settings import parse_settings
@@ -16,6 +17,8 @@ from nonebot_plugin_llm2pic.settings_store import LAST_GOOD_NAME, SettingsStore
 
 from .fakes.openai_server import FakeOpenAI
 from .onebot_client import OneBotClient, ServeProcess, message_text
+from .test_admin import ADMIN, run_admin
+from .utils import private_message
 
 ADD_BACKEND = 'set backends.local \'{type = "gradio", base_url = '
 BROKEN_QUOTE = '[persona]\nname = "小画\ndescription = ""\n'
@@ -294,6 +297,28 @@ def test_show_backend_uses_table_headers(tmp_path: Path):
     text = store.show("backends.openai")
     assert text.startswith("[backends.openai]\n")
     assert tomlkit.parse(text)["backends"]["openai"]["model"] == "gpt-image-1"
+
+
+async def test_chat_show_backend_is_valid_toml(app: App, config_file: Path):
+    """In chat, `/llm2pic show backends.openai` answers with a [backends.openai] table."""
+    from nonebot_plugin_llm2pic.state import store
+
+    text = store.show("backends.openai")
+    assert text.startswith("[backends.openai]\n")
+    await run_admin(app, private_message("/llm2pic show backends.openai", user_id=ADMIN), text)
+
+
+async def test_chat_accepts_the_one_line_backend_form(app: App, config_file: Path):
+    """The hint's shell-quoted form, pasted into a private chat, adds the backend."""
+    from nonebot_plugin_llm2pic.state import store
+
+    command = '/llm2pic set backends.local \'{type = "gradio", base_url = "http://h:7860"}\''
+    await run_admin(
+        app,
+        private_message(command, user_id=ADMIN),
+        "已设置 backends.local = {'type': 'gradio', 'base_url': 'http://h:7860'}，已生效",
+    )
+    assert store.settings.backends["local"].base_url == "http://h:7860"
 
 
 # -- serve: SUPERUSERS, the file watcher and the notice --------------------------------------
