@@ -29,6 +29,9 @@ __plugin_meta__ = PluginMetadata(
 )
 
 if get_plugin_by_module_name(__name__) is not None:  # executed by NoneBot's plugin loader
+    from .log import bridge_to_nonebot
+
+    bridge_to_nonebot()  # library modules log to the stdlib; from here on into NoneBot's log
     require("nonebot_plugin_localstore")
 
     from . import matchers as matchers

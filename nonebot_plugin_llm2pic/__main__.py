@@ -139,6 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
     plugin = nonebot.load_plugin(PLUGIN_NAME)
     if plugin is None or not plugin.matcher:
         return _fail("the llm2pic plugin did not load; not serving without it")
+    from .log import install_log_masking  # imported afresh, beside the loaded plugin's state
+
+    install_log_masking()  # NoneBot's message log prints what people send, keys included
     nonebot.logger.info(
         f"llm2pic: waiting for OneBot v11 reverse WebSocket at ws://{args.host}:{args.port}/onebot/v11/ws"
     )

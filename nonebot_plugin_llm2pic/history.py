@@ -1,7 +1,8 @@
-"""Recent group messages, kept in memory for the prompt writer (SPEC §4 "History").
+"""Recent group messages, kept in memory for the prompt writer.
 
-Pure: the matcher turns OneBot messages (text with ``[图片]`` placeholders, the bot's own
-included) into ``HistoryEntry``s and adds them here. Memory is bounded twice: each group keeps at
+Pure: the matcher turns OneBot messages (text with ``[图片]`` placeholders; the bot's pictures as
+``[图片：<prompt>]``, never the plugin's own acks or admin replies) into ``HistoryEntry``s and
+adds them here. Memory is bounded twice: each group keeps at
 most ``cap`` entries, and a group that has been silent for ``idle_seconds`` is forgotten.
 """
 
@@ -22,6 +23,15 @@ PRUNE_INTERVAL = 600
 
 
 @dataclass(frozen=True)
+class PostedImage:
+    """A picture a member posted: its URL (QQ's CDN, expiring) and OneBot ``sub_type``."""
+
+    url: str
+    sub_type: int = 0
+    """0 = a normal picture; anything else is a sticker or market face."""
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One chat line: sender, plain text, epoch seconds, and whether the bot said it."""
 
@@ -29,6 +39,8 @@ class HistoryEntry:
     text: str
     time: float
     is_bot: bool = False
+    images: tuple[PostedImage, ...] = ()
+    """The pictures in the message, in order (stored for later use, not shown to the LLM)."""
 
 
 class History:

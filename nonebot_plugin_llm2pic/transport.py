@@ -71,7 +71,8 @@ _CONTENT_POLICY_TEXT = re.compile(
 _NO_RETRY_CODES = frozenset({"insufficient_quota", "credit_balance_exhausted"})
 """429s that mean "out of money": waiting will not help."""
 
-_SECRET_LIKE = re.compile(r"\b(?P<prefix>sk|hf|key)[-_][A-Za-z0-9_\-]{8,}")
+SECRET_LIKE = re.compile(r"\b(?P<prefix>sk|hf|key)[-_][A-Za-z0-9_\-]{8,}|\bAIza[A-Za-z0-9_\-]{20,}")
+"""Key-like tokens (OpenAI `sk-`, Hugging Face `hf_`, Google `AIza`…), masked wherever shown."""
 _KNOWN_SECRETS: dict[str, None] = {}
 """Bearer credentials this process has sent (insertion-ordered, bounded), masked in excerpts."""
 MAX_KNOWN_SECRETS = 64
@@ -109,7 +110,7 @@ class RequestOptions:
                     user_message=f"绘图服务 {self.backend} 的密钥含有换行等控制字符",
                 )
         # A relay may echo the key back in an error body, whatever its shape: remember it so
-        # safe_excerpt can mask it even where _SECRET_LIKE sees no known prefix.
+        # safe_excerpt can mask it even where SECRET_LIKE sees no known prefix.
         scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and len(credential) >= MIN_MASKED_SECRET:
             _KNOWN_SECRETS[credential] = None
@@ -363,7 +364,7 @@ def safe_excerpt(body: bytes) -> str:
     shown = len(body[:EXCERPT_SOURCE_BYTES].decode("utf-8", "replace"))
     text = body[: EXCERPT_SOURCE_BYTES + margin].decode("utf-8", "replace")
     known = f"(?P<known>{'|'.join(map(re.escape, secrets))})|" if secrets else ""
-    masks = re.compile(f"{known}{_SECRET_LIKE.pattern}|(?P<base64>{_BASE64_RUN.pattern})")
+    masks = re.compile(f"{known}{SECRET_LIKE.pattern}|(?P<base64>{_BASE64_RUN.pattern})")
     pieces: list[str] = []
     copied = 0
     for match in masks.finditer(text):

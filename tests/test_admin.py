@@ -67,10 +67,15 @@ async def test_unknown_key_gets_hint(app: App, config_file: Path):
 
 
 async def test_secret_refused_in_group(app: App, config_file: Path):
-    """Setting a key in a group is refused (it would be visible there); nothing is written."""
+    """A key pasted in a group is refused, the admin told it is exposed; nothing is written."""
     before = config_file.read_bytes()
     event = group_message("/llm2pic set backends.openai.api_key sk-secret-abcdefgh", user_id=ADMIN)
-    await run_admin(app, event, "backends.openai.api_key 是密钥，请私聊我设置（群里发会泄露）")
+    await run_admin(
+        app,
+        event,
+        "未修改：backends.openai.api_key 是密钥，只能私聊我设置。这个密钥已经发在群里、等于公开了，"
+        "请到服务商那里作废它、换一个新的，再私聊我设置",
+    )
     assert config_file.read_bytes() == before
 
 

@@ -41,6 +41,7 @@ from nonebot_plugin_llm2pic.exceptions import (
     StreamError,
     UpstreamError,
 )
+from nonebot_plugin_llm2pic.intent import aspect_hint
 from nonebot_plugin_llm2pic.settings import GradioBackendSettings
 
 from .fakes.gradio_server import (
@@ -131,9 +132,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(python: Path | str, major: int, tmp: Path) -> RealApp:
+REDUCED_CHOICES = (
+    "512x512 ( 1:1 )",
+    "1024x1024 ( 1:1 )",
+    "1024x1536 ( 2:3 )",
+    "1536x1024 ( 3:2 )",
+    "768x1344 ( 4:7 )",
+)
+"""The resolution dropdown of the operator's local app (issue 10): no 16:9 or 9:16 entry."""
+
+
+def _launch(python: Path | str, major: int, tmp: Path, choices: tuple[str, ...] = ()) -> RealApp:
     port = _free_port()
-    log = tmp / f"gradio{major}.log"
+    log = tmp / f"gradio{major}{'-reduced' if choices else ''}.log"
     env = {
         **os.environ,
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -144,7 +155,13 @@ def _launch(python: Path | str, major: int, tmp: Path) -> RealApp:
     }
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(python), str(APP), "--port", str(port)],
+            [
+                str(python),
+                str(APP),
+                "--port",
+                str(port),
+                *(arg for choice in choices for arg in ("--resolution", choice)),
+            ],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
@@ -154,34 +171,55 @@ def _launch(python: Path | str, major: int, tmp: Path) -> RealApp:
 
 
 @pytest.fixture(scope="module")
-def real_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, RealApp]]:
-    """Start both apps at once (they boot in parallel), stop them after the module."""
+def real_apps(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[int, bool], RealApp]]:
+    """Start every app at once (they boot in parallel), stop them after the module.
+
+    Keyed by (Gradio major, reduced resolution list).
+    """
     tmp = tmp_path_factory.mktemp("gradio-apps")
-    apps = {6: _launch(sys.executable, 6, tmp)}
+    pythons: dict[int, Path | str] = {6: sys.executable}
     if GRADIO4_PYTHON.exists():
-        apps[4] = _launch(GRADIO4_PYTHON, 4, tmp)
+        pythons[4] = GRADIO4_PYTHON
+    apps = {
+        (major, reduced): _launch(python, major, tmp, REDUCED_CHOICES if reduced else ())
+        for major, python in pythons.items()
+        for reduced in (False, True)
+    }
     yield apps
     for app in apps.values():
         app.stop()
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(6, id="gradio6"),
-        pytest.param(4, id="gradio4", marks=pytest.mark.gradio4),
-    ],
-)
-def real_app(request: pytest.FixtureRequest, real_apps: dict[int, RealApp]) -> RealApp:
-    """One running app per Gradio major version."""
-    major: int = request.param
-    if major not in real_apps:
+GRADIO_MAJORS = [
+    pytest.param(6, id="gradio6"),
+    pytest.param(4, id="gradio4", marks=pytest.mark.gradio4),
+]
+
+
+def _ready_app(apps: dict[tuple[int, bool], RealApp], major: int, *, reduced: bool) -> RealApp:
+    if (major, reduced) not in apps:
         if os.environ.get("CI"):
             pytest.fail(f"{GRADIO4_PYTHON} is missing; CI must install it")
         pytest.skip(f"no {GRADIO4_PYTHON} (see tests/gradio_apps/requirements-gradio4.txt)")
-    app = real_apps[major]
+    app = apps[(major, reduced)]
     app.wait_ready()
     return app
+
+
+@pytest.fixture(scope="module", params=GRADIO_MAJORS)
+def real_app(request: pytest.FixtureRequest, real_apps: dict[tuple[int, bool], RealApp]) -> RealApp:
+    """One running app per Gradio major version."""
+    return _ready_app(real_apps, request.param, reduced=False)
+
+
+@pytest.fixture(scope="module", params=GRADIO_MAJORS)
+def reduced_app(
+    request: pytest.FixtureRequest, real_apps: dict[tuple[int, bool], RealApp]
+) -> RealApp:
+    """The same app offering only ``REDUCED_CHOICES``, per Gradio major version."""
+    return _ready_app(real_apps, request.param, reduced=True)
 
 
 async def test_real_app_draws_prompt_resolution_steps_shift(
@@ -212,6 +250,31 @@ async def test_real_app_aspect_picks_resolution(
     backend = GradioBackend("zimage", settings(real_app.base_url), session)
     result = await backend.generate(GenerationRequest(prompt="sea", aspect=aspect))
     assert pixels(result.data).size == (size[0] // APP_SCALE, size[1] // APP_SCALE)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("来张竖图的自拍", (768, 1344)), ("帮我画个横图的日落", (1536, 1024)), ("方图", (1024, 1024))],
+    ids=["portrait", "landscape", "square"],
+)
+async def test_real_app_reduced_choices_aspect_hint(
+    reduced_app: RealApp, session: aiohttp.ClientSession, text: str, size: tuple[int, int]
+) -> None:
+    """竖图/横图/方图 on an app without 9:16 or 16:9 draw the nearest size it offers."""
+    backend = GradioBackend("zimage", settings(reduced_app.base_url), session)
+    result = await backend.generate(GenerationRequest(prompt="sunset", aspect=aspect_hint(text)))
+    assert pixels(result.data).size == (size[0] // APP_SCALE, size[1] // APP_SCALE)
+
+
+async def test_real_app_reduced_choices_nearest_area(
+    reduced_app: RealApp, session: aiohttp.ClientSession
+) -> None:
+    """Between two choices of the hinted shape, the one nearest the configured area wins."""
+    backend = GradioBackend(
+        "zimage", settings(reduced_app.base_url, resolution="1024x1536 ( 2:3 )"), session
+    )
+    result = await backend.generate(GenerationRequest(prompt="sea", aspect="square"))
+    assert pixels(result.data).size == (1024 // APP_SCALE, 1024 // APP_SCALE)
 
 
 async def test_real_app_fixed_seed_is_used_and_reported(
@@ -321,6 +384,46 @@ async def test_custom_inputs_template(fake: FakeGradio, session: aiohttp.ClientS
     )
     await backend.generate(GenerationRequest(prompt="a cat", negative_prompt="blurry"))
     assert fake.call_bodies() == [{"data": ["a cat", "neg: blurry", "768x512", 5, False, 7]}]
+
+
+@pytest.mark.parametrize("prefix", ["/gradio_api", ""], ids=["gradio6", "gradio4"])
+async def test_aspect_picks_from_config_choices(
+    session: aiohttp.ClientSession, prefix: str
+) -> None:
+    """The hint's resolution comes from the dropdown /config lists ([label, value] pairs)."""
+    async with FakeGradio(prefix=prefix) as server:
+        server.resolution_choices = [[c, c] for c in REDUCED_CHOICES]
+        backend = GradioBackend("zimage", settings(server.base_url), session)
+        await backend.generate(GenerationRequest(prompt="a cat", aspect="portrait"))
+        await backend.generate(GenerationRequest(prompt="a cat", aspect="landscape"))
+        assert [body["data"][1] for body in server.call_bodies()] == [
+            "768x1344 ( 4:7 )",
+            "1536x1024 ( 3:2 )",
+        ]
+        assert server.paths().count("/config") == 1
+
+
+async def test_aspect_choices_follow_custom_template_slot(
+    fake: FakeGradio, session: aiohttp.ClientSession
+) -> None:
+    """A custom template's lone {resolution} maps to its input; bare-string choices work too."""
+    fake.resolution_choices = ["832x1216", "1216x832", "1024x1024"]
+    inputs = ["{prompt}", "{resolution}", "{seed}"]
+    backend = GradioBackend(
+        "sd", settings(fake.base_url, inputs=inputs, resolution="1024x1024"), session
+    )
+    await backend.generate(GenerationRequest(prompt="a cat", aspect="portrait"))
+    assert fake.call_bodies()[0]["data"][1] == "832x1216"
+
+
+async def test_aspect_without_usable_choice_keeps_resolution(
+    fake: FakeGradio, session: aiohttp.ClientSession
+) -> None:
+    """A dropdown with no WxH choice leaves the configured resolution alone."""
+    fake.resolution_choices = [["Auto", "auto"]]
+    backend = GradioBackend("zimage", settings(fake.base_url, resolution="auto"), session)
+    await backend.generate(GenerationRequest(prompt="a cat", aspect="landscape"))
+    assert fake.call_bodies()[0]["data"][1] == "auto"
 
 
 async def test_gradio4_paths(fake4: FakeGradio, session: aiohttp.ClientSession) -> None:
@@ -601,25 +704,29 @@ async def test_seed_without_report(
 
 
 @pytest.mark.parametrize(
-    ("configured", "aspect", "expected"),
+    ("configured", "aspect", "choices", "expected"),
     [
-        ("1024x1024 ( 1:1 )", None, "1024x1024 ( 1:1 )"),
-        ("1024x1024 ( 1:1 )", "square", "1024x1024 ( 1:1 )"),
-        ("1024x1024 ( 1:1 )", "landscape", "1280x720 ( 16:9 )"),
-        ("1024x1024 ( 1:1 )", "portrait", "720x1280 ( 9:16 )"),
-        ("1280x1280 ( 1:1 )", "landscape", "1536x864 ( 16:9 )"),
-        ("1536x1536 ( 1:1 )", "portrait", "1152x2048 ( 9:16 )"),
-        ("1152x864 ( 4:3 )", "landscape", "1152x864 ( 4:3 )"),
-        ("1152x864 ( 4:3 )", "square", "1024x1024 ( 1:1 )"),
-        ("1024x1024", "landscape", "1280x720"),
-        ("768x512", "portrait", "512x768"),
-        ("640x640", "landscape", "640x640"),
-        ("auto", "landscape", "auto"),
+        ("1024x1024 ( 1:1 )", None, REDUCED_CHOICES, "1024x1024 ( 1:1 )"),
+        ("1024x1024 ( 1:1 )", "square", REDUCED_CHOICES, "1024x1024 ( 1:1 )"),
+        ("1024x1024 ( 1:1 )", "portrait", REDUCED_CHOICES, "768x1344 ( 4:7 )"),
+        ("1024x1024 ( 1:1 )", "landscape", REDUCED_CHOICES, "1536x1024 ( 3:2 )"),
+        ("512x512 ( 1:1 )", "square", REDUCED_CHOICES, "512x512 ( 1:1 )"),
+        ("1536x1024 ( 3:2 )", "square", REDUCED_CHOICES, "1024x1024 ( 1:1 )"),
+        ("640x640", "square", REDUCED_CHOICES, "512x512 ( 1:1 )"),
+        ("1024x1024 ( 1:1 )", "landscape", ("auto", "fast"), "1024x1024 ( 1:1 )"),
+        ("1024x1024 ( 1:1 )", "landscape", (), "1024x1024 ( 1:1 )"),
+        ("1024x1024 ( 1:1 )", "landscape", None, "1024x1024 ( 1:1 )"),
+        ("1024x1024", "landscape", None, "1344x768"),
+        ("768x512", "portrait", None, "512x768"),
+        ("768x512", "landscape", None, "768x512"),
+        ("auto", "landscape", None, "auto"),
     ],
 )
-def test_resolution_for(configured: str, aspect: Aspect | None, expected: str) -> None:
-    """Aspect hints move within the Z-Image family, swap other sizes, keep what fits."""
-    assert resolution_for(configured, aspect) == expected
+def test_resolution_for(
+    configured: str, aspect: Aspect | None, choices: tuple[str, ...] | None, expected: str
+) -> None:
+    """Hints pick among the app's choices (ratio, then area); free inputs get a turned size."""
+    assert resolution_for(configured, aspect, choices) == expected
 
 
 @pytest.mark.parametrize(

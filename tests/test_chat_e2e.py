@@ -231,7 +231,7 @@ async def test_selfie_draws_the_persona(tmp_path: Path, upstream):
 
 
 async def test_writer_gets_history_and_judge_confirms_weak_request(tmp_path: Path, upstream):
-    """Chat (the bot's own replies included) reaches the writer; `judge_intent` fires "想看看樱花"."""
+    """Chat (the bot's pictures included) reaches the writer; `judge_intent` fires "想看看樱花"."""
     from .fakes.llm_server import FakeLlm
 
     async with FakeLlm("yes") as llm:

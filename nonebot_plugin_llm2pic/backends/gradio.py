@@ -17,6 +17,7 @@ An ``error`` event fails at once with the upstream's text (ZeroGPU quota…) and
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -61,28 +62,8 @@ MAX_ERROR_CHARS = 200
 FILE_DATA_META = {"_type": "gradio.FileData"}
 """Required on file inputs from Gradio 5.5 on (protocols.md §0.3)."""
 
-ZIMAGE_RESOLUTIONS: dict[int, tuple[str, ...]] = {
-    base: tuple(
-        f"{w}x{h} ( {ratio} )"
-        for ratio, (w, h) in zip(
-            ("1:1", "9:7", "7:9", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"),
-            sizes,
-            strict=True,
-        )
-    )
-    for base, sizes in {
-        1024: ((1024, 1024), (1152, 896), (896, 1152), (1152, 864), (864, 1152), (1248, 832),
-               (832, 1248), (1280, 720), (720, 1280), (1344, 576), (576, 1344)),
-        1280: ((1280, 1280), (1440, 1120), (1120, 1440), (1472, 1104), (1104, 1472), (1536, 1024),
-               (1024, 1536), (1536, 864), (864, 1536), (1680, 720), (720, 1680)),
-        1536: ((1536, 1536), (1728, 1344), (1344, 1728), (1728, 1296), (1296, 1728), (1872, 1248),
-               (1248, 1872), (2048, 1152), (1152, 2048), (2016, 864), (864, 2016)),
-    }.items()
-}  # fmt: skip
-"""The Z-Image-Turbo resolution dropdown, per family (protocols.md §2); the Space rejects others."""
-
-ASPECT_RATIOS: dict[Aspect, str] = {"square": "1:1", "landscape": "16:9", "portrait": "9:16"}
-"""The ratio an aspect hint picks within a Z-Image family when the configured one does not fit."""
+ASPECT_TARGETS: dict[Aspect, float] = {"square": 1.0, "landscape": 16 / 9, "portrait": 9 / 16}
+"""The width/height ratio an aspect hint aims for among the app's resolution choices."""
 
 DEFAULT_INPUTS: tuple[Any, ...] = (
     "{prompt}",
@@ -123,6 +104,8 @@ class GradioBackend:
         self._session = session
         self._base_url = settings.base_url.rstrip("/")
         self._api_prefix: str | None = None  # from /config, on first use
+        self._resolution_choices: tuple[str, ...] | None = None
+        """The app's choices for the resolution input (from /config); None = a free input."""
 
     @property
     def supports_references(self) -> bool:
@@ -177,8 +160,7 @@ class GradioBackend:
         values = self._values(request)
         if request.references:  # one {image} value: the first reference
             values["image"] = await self._upload(request.references[0], prefix, opts)
-        template = DEFAULT_INPUTS if self._settings.inputs is None else self._settings.inputs
-        data = [fill_template(item, values) for item in template]
+        data = [fill_template(item, values) for item in self._template()]
         call_url = f"{self._base_url}{prefix}/call/{self._settings.api_name.strip('/')}"
         answer = await request_json(self._session, "POST", call_url, opts, json={"data": data})
         event_id = answer.get("event_id") if isinstance(answer, dict) else None
@@ -266,7 +248,12 @@ class GradioBackend:
             )
         prefix = config.get("api_prefix")
         self._api_prefix = prefix.rstrip("/") if isinstance(prefix, str) else ""
+        self._resolution_choices = input_choices(config, self._settings.api_name, self._template())
         return config
+
+    def _template(self) -> tuple[Any, ...]:
+        inputs = self._settings.inputs
+        return DEFAULT_INPUTS if inputs is None else tuple(inputs)
 
     async def _upload(
         self, reference: ReferenceImage, prefix: str, opts: RequestOptions
@@ -328,7 +315,7 @@ class GradioBackend:
     def _values(self, request: GenerationRequest) -> dict[str, Any]:
         """The typed value of every placeholder except ``{image}`` (known only after upload)."""
         settings = self._settings
-        resolution = resolution_for(settings.resolution, request.aspect)
+        resolution = resolution_for(settings.resolution, request.aspect, self._resolution_choices)
         size = _SIZE.search(resolution)
         width, height = (int(size[1]), int(size[2])) if size else (0, 0)
         return {
@@ -382,25 +369,76 @@ def fill_template(item: Any, values: dict[str, Any]) -> Any:
     return item
 
 
-def resolution_for(resolution: str, aspect: Aspect | None) -> str:
-    """The configured resolution, turned to fit an aspect hint.
+def resolution_for(
+    resolution: str, aspect: Aspect | None, choices: tuple[str, ...] | None = None
+) -> str:
+    """The resolution to send for an aspect hint; a hint never yields a value the app refuses.
 
-    A Z-Image string (or its bare ``WxH``) moves to the 1:1 / 16:9 / 9:16 entry of the same
-    family; any other size is swapped when its orientation is wrong (a square one stays).
+    With the app's ``choices`` for its resolution input: the configured value when it already
+    has the hinted orientation and is offered, else the choice nearest in aspect ratio to the
+    hint, then in area to the configured size; no choice with a ``WxH`` size keeps the
+    configured value. A free input (``choices`` None) given a bare ``WxH`` gets it turned round,
+    or a size of about the same area in the hinted shape; anything else is kept.
     """
     size = _SIZE.search(resolution)
-    if aspect is None or size is None:
+    if aspect is None:
         return resolution
-    width, height = int(size[1]), int(size[2])
-    if _orientation(width, height) == aspect:
+    if choices is None:
+        bare = _SIZE.fullmatch(resolution.strip())
+        if bare is None or _orientation(int(bare[1]), int(bare[2])) == aspect:
+            return resolution
+        width, height = int(bare[1]), int(bare[2])
+        if width != height and aspect != "square":
+            return f"{height}x{width}"  # the configured shape, turned round
+        area, ratio = width * height, ASPECT_TARGETS[aspect]
+        width, height = (max(64, round(math.sqrt(area * r) / 64) * 64) for r in (ratio, 1 / ratio))
+        return f"{width}x{height}"
+    sizes = [(c, int(m[1]), int(m[2])) for c in choices if (m := _SIZE.search(c)) and int(m[2])]
+    if not sizes:
         return resolution
-    for family in ZIMAGE_RESOLUTIONS.values():
-        if any(entry.startswith(f"{width}x{height} ") for entry in family):
-            target = next(e for e in family if e.endswith(f"( {ASPECT_RATIOS[aspect]} )"))
-            return target if resolution in family else target.split(" ")[0]
-    if aspect == "square" or width == height:
+    area = int(size[1]) * int(size[2]) if size else 0
+    if size and resolution in choices and _orientation(int(size[1]), int(size[2])) == aspect:
         return resolution
-    return _SIZE.sub(f"{height}x{width}", resolution, count=1)
+    target = math.log(ASPECT_TARGETS[aspect])
+
+    def distance(item: tuple[str, int, int]) -> tuple[float, float]:
+        _, width, height = item
+        ratio_gap = round(abs(math.log(width / height) - target), 6)
+        area_gap = abs(math.log(width * height / area)) if area and width else 0.0
+        return ratio_gap, area_gap
+
+    return min(sizes, key=distance)[0]
+
+
+def input_choices(
+    config: dict[str, Any], api_name: str, template: tuple[Any, ...]
+) -> tuple[str, ...] | None:
+    """The dropdown choices of the input the template's lone ``{resolution}`` goes to, if any.
+
+    Gradio 4 to 6 list them in ``/config`` as ``components[].props.choices``, each a
+    ``[label, value]`` pair (older apps: a bare value); the endpoint's ``inputs`` holds the ids.
+    """
+    try:
+        slot = template.index("{resolution}")
+        dependency = next(
+            d
+            for d in config.get("dependencies") or []
+            if isinstance(d, dict)
+            and str(d.get("api_name") or "").strip("/") == api_name.strip("/")
+        )
+        component_id = dependency["inputs"][slot]
+        component = next(
+            c
+            for c in config.get("components") or []
+            if isinstance(c, dict) and c.get("id") == component_id
+        )
+        raw = component["props"]["choices"]
+    except (ValueError, StopIteration, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(raw, list):
+        return None
+    values = [c[-1] if isinstance(c, list | tuple) and c else c for c in raw]
+    return tuple(str(value) for value in values if isinstance(value, str | int | float))
 
 
 def find_image_ref(value: Any) -> str | dict[str, Any] | None:

@@ -63,7 +63,10 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
             if not key or not value.strip():
                 reply = "用法：/llm2pic set <键> <值>"
             elif is_secret_key(key) and group_id is not None:
-                reply = f"{key} 是密钥，请私聊我设置（群里发会泄露）"
+                reply = (
+                    f"未修改：{key} 是密钥，只能私聊我设置。这个密钥已经发在群里、等于公开了，"
+                    "请到服务商那里作废它、换一个新的，再私聊我设置"
+                )
             else:
                 reply = await _run(_set, key, value)
         case "unset":

@@ -41,7 +41,7 @@ from ..limits import QueueFullError, QuotaExceededError, Reservation, Ticket
 from ..pipeline import DrawJob, DrawResult, fetch_references, primary_backend, save_result
 from ..prompt_writer import judge_intent
 from ..settings import Settings
-from .record import message_text
+from .record import message_text, sending_picture
 
 IMAGE_SEND_TIMEOUT = 120.0
 """OneBot image uploads of a few MB take long on NapCat/LLOneBot (ecosystem §4.3)."""
@@ -361,12 +361,13 @@ async def _send_result(
     if settings.plugin.show_prompt:
         message += MessageSegment.text(f"\n提示词：{result.prompt}")
     try:
-        await bot.send(
-            event,
-            message,
-            reply_message=settings.plugin.reply_to_request,
-            _timeout=IMAGE_SEND_TIMEOUT,
-        )
+        with sending_picture(result.prompt):
+            await bot.send(
+                event,
+                message,
+                reply_message=settings.plugin.reply_to_request,
+                _timeout=IMAGE_SEND_TIMEOUT,
+            )
     except (NetworkError, ApiNotAvailable) as err:
         logger.warning(f"llm2pic image send timed out or failed: {err!r}")
         await _reply(bot, event, settings, "图片发送超时，可能已经发出；如果没看到，请稍后再试")

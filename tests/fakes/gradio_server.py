@@ -83,6 +83,8 @@ class FakeGradio(LoopbackServer):
         self.oversized_file = b""
         """When set, every file is this chunk repeated forever (no Content-Length)."""
         self.requests: list[Recorded] = []
+        self.resolution_choices: list[Any] | None = None
+        """When set, /config lists a dropdown with these choices as /generate's second input."""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/config", self._config)
@@ -119,6 +121,12 @@ class FakeGradio(LoopbackServer):
             "protocol": "sse_v3",
             "dependencies": [{"id": 0, "api_name": "generate"}],
         }
+        if self.resolution_choices is not None:  # the shape Gradio 4 to 6 serve
+            config["components"] = [
+                {"id": 1, "type": "textbox", "props": {}},
+                {"id": 2, "type": "dropdown", "props": {"choices": self.resolution_choices}},
+            ]
+            config["dependencies"][0]["inputs"] = [1, 2, 3, 4, 5, 6, 7]
         if self.prefix:
             config["api_prefix"] = self.prefix
         return web.json_response(config)

@@ -11,7 +11,9 @@ model it paints a small deterministic PNG so tests can check what arrived:
 A prompt containing ``QUOTA_TRIGGER`` raises the ZeroGPU quota ``gr.Error``. A second endpoint,
 ``/edit`` (image, prompt → image), returns the colour-inverted upload, for reference images.
 
-Runs under Gradio 4.x and 6.x, offline: ``python tests/gradio_apps/zimage_app.py --port N``.
+Runs under Gradio 4.x and 6.x, offline: ``python tests/gradio_apps/zimage_app.py --port N``;
+``--resolution "512x512 ( 1:1 )"`` (repeatable) replaces the dropdown's choices, like an app
+that offers only a few sizes.
 """
 
 from __future__ import annotations
@@ -75,13 +77,12 @@ def edit(image, prompt):
     return ImageOps.invert(image.convert("RGB"))
 
 
-def build() -> gr.Blocks:
-    """The Blocks app with ``/generate`` and ``/edit``."""
+def build(choices: list[str] | None = None) -> gr.Blocks:
+    """The Blocks app with ``/generate`` and ``/edit``; ``choices`` for the resolution input."""
+    choices = choices or RES_CHOICES
     with gr.Blocks() as demo:
         prompt = gr.Textbox(label="Prompt")
-        resolution = gr.Dropdown(
-            choices=RES_CHOICES, value=RES_CHOICES[0], label="Width x Height (Ratio)"
-        )
+        resolution = gr.Dropdown(choices=choices, value=choices[0], label="Width x Height (Ratio)")
         seed = gr.Number(label="Seed", value=42, precision=0)
         steps = gr.Slider(label="Steps", minimum=1, maximum=100, value=8, step=1)
         shift = gr.Slider(label="Time Shift", minimum=1.0, maximum=10.0, value=3.0, step=0.1)
@@ -107,8 +108,9 @@ def main() -> None:
     """Serve on 127.0.0.1:PORT until killed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--resolution", action="append", help="a resolution choice (repeatable)")
     args = parser.parse_args()
-    build().queue().launch(
+    build(args.resolution).queue().launch(
         server_name="127.0.0.1", server_port=args.port, share=False, show_error=True, quiet=True
     )
 
