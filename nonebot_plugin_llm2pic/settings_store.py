@@ -71,7 +71,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """TOML integers are signed 64-bit; larger ones would make a file other tools reject."""
 
 RESTART_KEYS = frozenset({"plugin.command", "plugin.priority"})
-"""Keys read once when matchers are registered (SPEC §3): edits apply after a restart."""
+"""Keys read once when matchers are registered: edits apply after a restart."""
 
 _BACKEND_MODELS: dict[str, type[BaseModel]] = {
     "gradio": GradioBackendSettings,
