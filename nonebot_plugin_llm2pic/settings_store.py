@@ -48,8 +48,6 @@ log = logging.getLogger("nonebot_plugin_llm2pic")
 
 EXAMPLE_NAME = "config.example.toml"
 LAST_GOOD_NAME = "llm2pic.last-good.toml"
-WATCHER_TASK_NAME = "llm2pic-config-watcher"
-"""The bot's background task that re-reads the file when it changes."""
 
 Source = Literal["file", "last-good", "defaults"]
 """What the live settings come from: the file, the saved last valid content, or the defaults."""

@@ -20,7 +20,7 @@ from .group_switch import GroupSwitch
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
 from .pipeline import Pipeline
-from .settings_store import LAST_GOOD_NAME, RUNNING_LOG, WATCHER_TASK_NAME, SettingsStore
+from .settings_store import LAST_GOOD_NAME, RUNNING_LOG, SettingsStore
 from .transport import new_session
 
 plugin_config = get_plugin_config(Config)
@@ -54,6 +54,9 @@ jobs: set[asyncio.Task[None]] = set()
 run_inline = False
 """Test seam: await each job inside its handler instead of in the background (nonebug checks
 the expected sends when its `test_matcher` block exits)."""
+watch_config = True
+"""Test seam: nonebug's fake bots answer only the API calls a test expects, so in-process tests
+turn the file watcher off; it is tested through a real `serve`."""
 
 driver = get_driver()
 
@@ -66,7 +69,8 @@ async def _open() -> None:
     global pipeline, _watcher
     await quota.open()
     pipeline = Pipeline(new_session(), lambda: store.settings, queue)
-    _watcher = asyncio.create_task(_watch_config(), name=WATCHER_TASK_NAME)
+    if watch_config:
+        _watcher = asyncio.create_task(_watch_config())
 
 
 async def _watch_config() -> None:

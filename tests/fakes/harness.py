@@ -90,14 +90,11 @@ async def assert_nothing_leaked(pipeline: Pipeline) -> None:
 
 
 def own_tasks() -> list[asyncio.Task[Any]]:
-    """Unfinished tasks (other than the caller and the plugin's config watcher, which lives as
-    long as the driver) whose coroutine lives in the plugin package."""
-    from nonebot_plugin_llm2pic.settings_store import WATCHER_TASK_NAME
-
+    """Unfinished tasks (other than the caller) whose coroutine lives in the plugin package."""
     current = asyncio.current_task()
     found = []
     for task in asyncio.all_tasks():
-        if task is current or task.done() or task.get_name() == WATCHER_TASK_NAME:
+        if task is current or task.done():
             continue
         coro = task.get_coro()
         code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
