@@ -135,9 +135,7 @@ class Pipeline:
         backend_settings = self.settings().backends.get(name)
         if backend_settings is None:
             raise BackendUnavailableError(
-                f"no enabled backend named {name!r}",
-                backend=name,
-                user_message=f"没有名为 {name} 的绘图后端",
+                f"no enabled backend named {name!r}", backend=name, reason="unknown"
             )
         cached = self._backends.get(name)
         if cached is None or cached[0] is not backend_settings:
@@ -188,7 +186,10 @@ class Pipeline:
             else None
         )
         processed = await process_image_async(
-            image.data, crop=crop, max_bytes=settings.plugin.max_send_bytes
+            image.data,
+            crop=crop,
+            max_bytes=settings.plugin.max_send_bytes,
+            send_format=settings.plugin.send_format,
         )
         timings["process"] = time.perf_counter() - started
         return DrawResult(processed, prompt, image.backend, image.seed, timings)
@@ -224,9 +225,7 @@ class Pipeline:
         ]
         if not able:
             raise ReferencesUnsupportedError(
-                f"none of {names} takes reference images",
-                backend=names[0],
-                user_message=f"绘图服务 {names[0]} 不支持参考图，请只用文字描述",
+                f"none of {names} takes reference images", backend=names[0]
             )
         return able
 

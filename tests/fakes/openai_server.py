@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
-from PIL import Image
 
-from . import LoopbackServer
+from . import LoopbackServer, sample_picture
 
 ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts", "images"]
 
@@ -27,14 +26,14 @@ ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts",
 def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     """A small deterministic PNG."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    sample_picture(width, height, color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def make_jpeg(width: int = 8, height: int = 8) -> bytes:
     """A small deterministic JPEG."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 30, 200)).save(buffer, format="JPEG")
+    sample_picture(width, height, (30, 30, 200)).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
@@ -97,6 +96,7 @@ class FakeOpenAI(LoopbackServer):
         self.in_flight = 0
         self.peak_in_flight = 0  # most image requests handled at once
         self.replies: list[Reply] = []
+        self.has_models = True  # False: no GET /models route (many relays), a plain 404
         self.files: dict[str, tuple[bytes, str]] = {}
         self.requests: list[Recorded] = []
 
@@ -105,6 +105,7 @@ class FakeOpenAI(LoopbackServer):
         app.router.add_post("/v1/images/edits", self._images)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/models", _not_allowed)
         app.router.add_get("/files/{name}", self._file)
         self.files.setdefault("image.png", (self.image, "image/png"))
 
@@ -193,6 +194,8 @@ class FakeOpenAI(LoopbackServer):
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
+        if recorded.json is not None and not recorded.json.get("prompt"):
+            return _invalid_request("Missing required parameter: 'prompt'.", "prompt")
         item = (
             {"url": self.url("/files/image.png"), "revised_prompt": None}
             if self.images_style == "url"
@@ -235,6 +238,13 @@ class FakeOpenAI(LoopbackServer):
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
+        if not recorded.json.get("messages"):
+            return _invalid_request(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+                "but got an empty array instead.",
+                "messages",
+                code="empty_array",
+            )
         content, images = self._chat_content()
         base = {"id": "chatcmpl-1", "created": _now(), "model": "fake-image"}
         if not self._wants_sse(recorded):
@@ -287,6 +297,8 @@ class FakeOpenAI(LoopbackServer):
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
+        if not self.has_models:
+            raise web.HTTPNotFound()
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
@@ -351,6 +363,16 @@ class FakeOpenAI(LoopbackServer):
                 self.sent_bytes += len(self.endless)
         except (ConnectionError, RuntimeError):
             return resp
+
+
+async def _not_allowed(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+
+
+def _invalid_request(message: str, param: str, code: str | None = None) -> web.Response:
+    """OpenAI's 400 for a request it will not run (nothing is generated or billed)."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return web.json_response({"error": error}, status=400)
 
 
 def _now() -> int:
