@@ -21,7 +21,7 @@ from .pipeline import DrawJob, DrawResult, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm
 from .settings import Settings
 from .settings_store import LAST_GOOD_NAME, SettingsStore
-from .transport import new_session
+from .transport import ProbeResult, new_session, run_probe
 
 LLM_ROW = "LLM"
 
@@ -236,11 +236,11 @@ def routed_backends(settings: Settings) -> set[str]:
     return names - {""}
 
 
-def _probe(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Awaitable[str]:
-    """The probe behind one row of the table (``LLM`` or a backend name)."""
+def _probe(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Awaitable[ProbeResult]:
+    """The probe behind one row of the table (``LLM`` or a backend name); never raises."""
     if name == LLM_ROW:
-        return probe_llm(session, pipeline.settings())
-    return pipeline.backend(name).probe()
+        return run_probe(lambda: probe_llm(session, pipeline.settings()))
+    return run_probe(pipeline.backend(name).probe)
 
 
 async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
@@ -254,12 +254,9 @@ async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
         pipeline = Pipeline(session, lambda: settings)
 
         async def row(name: str, label: str, counts: bool) -> tuple[str, str, str]:
-            try:
-                detail = await _probe(session, pipeline, name)
-                return label, "ok" if counts else "unused", detail
-            except Llm2PicError as err:
-                detail = _one_line(err).replace(f"绘图服务 {LLM_BACKEND}", "LLM")
-                return label, "FAILED" if counts else "unused", detail
+            result = await _probe(session, pipeline, name)
+            status = ("ok" if result.ok else "FAILED") if counts else "unused"
+            return label, status, result.detail.replace(f"绘图服务 {LLM_BACKEND}", "LLM")
 
         rows = [row(LLM_ROW, LLM_ROW, settings.llm.configured)]
         rows += [row(name, f"backend {name}", name in used) for name in settings.backends]
