@@ -148,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
     nonebot.logger.info(
         f"llm2pic: waiting for OneBot v11 reverse WebSocket at ws://{args.host}:{args.port}/onebot/v11/ws"
     )
-    # permessage-deflate costs ~80 ms of event loop per image frame.
+    # permessage-deflate costs ~80 ms of event loop per image frame (``bench/overhead.py``).
     nonebot.run(ws_per_message_deflate=False)
     return 0
 

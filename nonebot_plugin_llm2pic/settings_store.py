@@ -1,4 +1,4 @@
-"""The live settings and every edit of ``llm2pic.toml``.
+"""The live settings and every edit of ``llm2pic.toml`` (`/llm2pic set`, `config set`, reload).
 
 Edits go through tomlkit so comments and layout survive: re-read the file under a lock, convert
 the value to the type of the field it sets, validate the whole result, write atomically (temp file
