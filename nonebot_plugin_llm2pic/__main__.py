@@ -19,7 +19,7 @@ from .imaging import convert_image
 from .intent import aspect_hint
 from .pipeline import DrawJob, DrawResult, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm
-from .settings import Settings
+from .settings import Settings, routed_backends
 from .settings_store import LAST_GOOD_NAME, SettingsStore
 from .transport import ProbeResult, new_session, run_probe
 
@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     unset = config_verbs.add_parser("unset", parents=[common], help="remove a key (default again)")
     unset.add_argument("key")
     unset.set_defaults(func=_config_unset)
+    group = config_verbs.add_parser("group", parents=[common], help="one group's overrides")
+    group.add_argument("group_id")
+    group.add_argument("action", choices=["get", "set", "unset"])
+    group.add_argument("key", help="e.g. persona.name")
+    group.add_argument("value", nargs="?")
+    group.set_defaults(func=_config_group)
     return parser
 
 
@@ -235,14 +241,6 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if any(status == "FAILED" for _, status, _ in rows) else 0
 
 
-def routed_backends(settings: Settings) -> set[str]:
-    """The backends the bot will really use: every name in ``[routing]``."""
-    routing = settings.routing
-    names = {routing.default, routing.anime, routing.real, *routing.fallback}
-    names.add(getattr(routing, "selfie", ""))
-    return names - {""}
-
-
 def _probe(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Awaitable[ProbeResult]:
     """The probe behind one row of the table (``LLM`` or a backend name); never raises."""
     if name == LLM_ROW:
@@ -322,6 +320,22 @@ def _config_write(edit) -> int:
     restart = " (restart the bot to apply)" if result.needs_restart else ""
     sys.stdout.write(f"{change}{restart}\nwrote {store.path}\n")
     return 0
+
+
+def _config_group(args: argparse.Namespace) -> int:
+    """`config group ID get|set|unset KEY [VALUE]`: the group's ``[groups."<id>"]`` table."""
+    if args.action == "get":
+
+        def read(store: SettingsStore) -> str:
+            value, own = store.get_group(args.group_id, args.key)
+            return f"{value!r}{'' if own else '  (global)'}"
+
+        return _config_read(read)
+    if args.action == "set":
+        if args.value is None:
+            return _fail("config group ID set KEY VALUE: the value is missing")
+        return _config_write(lambda store: store.set_group(args.group_id, args.key, args.value))
+    return _config_write(lambda store: store.unset_group(args.group_id, args.key))
 
 
 if __name__ == "__main__":

@@ -194,9 +194,14 @@ class Pipeline:
             self._backends[name] = cached
         return cached[1]
 
-    async def run(self, job: DrawJob, ticket: Ticket | None = None) -> DrawResult:
-        """Run one job within `limits.job_timeout`; raise an `Llm2PicError` on failure."""
-        settings = self.settings()
+    async def run(
+        self, job: DrawJob, ticket: Ticket | None = None, *, settings: Settings | None = None
+    ) -> DrawResult:
+        """Run one job within `limits.job_timeout`; raise an `Llm2PicError` on failure.
+
+        ``settings``: those of the group the job serves (default: the live global ones).
+        """
+        settings = settings or self.settings()
         own_ticket = ticket is None
         if ticket is None:
             ticket = self.queue.accept(

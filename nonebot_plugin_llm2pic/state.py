@@ -16,7 +16,6 @@ from nonebot import get_driver, get_plugin_config, logger
 
 from .config import Config, data_dir, resolve_config_path
 from .exceptions import SettingsError
-from .group_switch import GroupSwitch
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
 from .pipeline import Pipeline
@@ -36,13 +35,20 @@ if store.last_error:
 else:
     logger.info(f"llm2pic: config {store.path}")
 
+try:  # the first release kept `/llm2pic off` groups in a JSON deny list
+    moved = store.migrate_deny_list(data_dir() / "disabled_groups.json")
+except SettingsError as err:
+    logger.error(f"llm2pic: group deny list not moved into {store.path}: {err}")
+else:
+    if moved:
+        logger.info(f"llm2pic: groups switched off moved into {store.path}: {', '.join(moved)}")
+
 WATCH_INTERVAL = 1.0
 """Seconds between checks of the config file's mtime (changes apply within 2 s, idle or not)."""
 
 invalid_config_handlers: list[Callable[[SettingsError], Awaitable[bool]]] = []
 """Called with each new error of the config file until one returns True (it was reported)."""
 
-groups = GroupSwitch(data_dir() / "disabled_groups.json")
 history = History()
 limiter = RateLimiter()
 quota = QuotaStore(data_dir() / "quota.sqlite3")

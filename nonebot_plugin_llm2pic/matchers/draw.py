@@ -39,7 +39,7 @@ from ..intent import aspect_hint, detect_intent
 from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
 from ..pipeline import DrawJob, DrawResult, plan_backend, save_result
 from ..prompt_writer import judge_intent
-from ..settings import Settings
+from ..settings import Settings, effective, switched_off
 from ..worker import in_worker
 from .record import message_text, sending_picture
 
@@ -73,14 +73,37 @@ class Request:
 # --- matchers ------------------------------------------------------------------------------------
 
 
+def _group_of(event: MessageEvent) -> str | None:
+    return str(event.group_id) if isinstance(event, GroupMessageEvent) else None
+
+
+def _settings_for(event: MessageEvent) -> Settings:
+    """The settings in force where the event came from: its group's, or the global ones."""
+    return effective(state.store.settings, _group_of(event))
+
+
 def _enabled_here(event: MessageEvent) -> bool:
+    settings = _settings_for(event)
+    return settings.plugin.enabled and event.get_user_id() not in settings.plugin.blocked_users
+
+
+def _switched_off_here(event: MessageEvent) -> bool:
+    """A group switched off with `/llm2pic off` (not one never switched on in whitelist mode)."""
     settings = state.store.settings
-    if not settings.plugin.enabled or event.get_user_id() in settings.plugin.blocked_users:
-        return False
-    return not isinstance(event, GroupMessageEvent) or state.groups.is_enabled(str(event.group_id))
+    group_id = _group_of(event)
+    return (
+        group_id is not None
+        and settings.plugin.enabled
+        and switched_off(settings, group_id)
+        and event.get_user_id() not in settings.plugin.blocked_users
+    )
 
 
-async def _pic_rule(event: MessageEvent) -> bool:
+async def _pic_rule(bot: Bot, event: MessageEvent) -> bool:
+    if isinstance(event, GroupMessageEvent):
+        return _enabled_here(event) or _switched_off_here(event)
+    if state.store.settings.plugin.groups_default == "off" and not await SUPERUSER(bot, event):
+        return False  # whitelist mode: private chats answer superusers only
     return _enabled_here(event)
 
 
@@ -88,7 +111,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
     """A drawing or selfie request in a group that should fire (explicit, or weak and confirmed)."""
     if not _enabled_here(event):
         return False
-    settings = state.store.settings
+    settings = _settings_for(event)
     text, by_name = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     intent = detect_intent(text, has_image=_has_image(event))
     if intent.kind == "draw" and not settings.plugin.natural_language:
@@ -138,7 +161,12 @@ async def handle_pic(
     bot: Bot, event: MessageEvent, matcher: Matcher, arg: Message = CommandArg()
 ) -> None:
     """`/pic [-r] [-b NAME] <描述>`."""
-    settings = await _fresh_settings()
+    settings = await _fresh_settings(event)
+    if not settings.plugin.enabled:  # switched off here: say so once per user per window
+        window = max(settings.limits.user_cooldown_seconds, 1.0)
+        if state.limiter.should_notify(event.get_user_id(), window=window):
+            await matcher.finish("本群已关闭画图")
+        await matcher.finish()
     may_flag = settings.plugin.allow_flags or await SUPERUSER(bot, event)
     usage = PIC_USAGE + (PIC_FLAGS_USAGE if may_flag else "")
     try:
@@ -165,7 +193,7 @@ async def handle_pic(
 @natural.handle()
 async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher_state: T_State) -> None:
     """A natural-language or selfie request that passed the rule."""
-    settings = await _fresh_settings()
+    settings = await _fresh_settings(event)
     intent = matcher_state["intent"]
     text, _ = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     job = DrawJob(
@@ -197,10 +225,10 @@ def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
 # --- acceptance ----------------------------------------------------------------------------------
 
 
-async def _fresh_settings() -> Settings:
-    """The live settings, re-read first if the file changed on disk."""
+async def _fresh_settings(event: MessageEvent) -> Settings:
+    """The event's settings, the file re-read first if it changed on disk."""
     await asyncio.to_thread(state.store.refresh_if_changed)
-    return state.store.settings
+    return _settings_for(event)
 
 
 def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...]:
@@ -258,7 +286,7 @@ def _image_urls(message: Message) -> list[str]:
 
 async def _start(bot: Bot, event: MessageEvent, request: Request) -> None:
     """Refuse what is known to fail or what the limits turn away; else acknowledge and run."""
-    settings = state.store.settings
+    settings = _settings_for(event)
     lowered = request.job.text.lower()
     if any(word and word.lower() in lowered for word in settings.generation.banned_words):
         await _reply(bot, event, settings, "这个描述包含不允许的内容，换一个吧")
@@ -321,19 +349,19 @@ async def _run_job(
     """Run the pipeline, send the outcome; release quota on failure."""
     delivered = False
     try:
-        result = await state.get_pipeline().run(job, ticket)
-        settings = state.store.settings
+        settings = _settings_for(event)
+        result = await state.get_pipeline().run(job, ticket, settings=settings)
         if settings.plugin.save_images:
             await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
         delivered = await _send_result(bot, event, settings, result)
     except Llm2PicError as err:
         logger.warning(f"llm2pic job failed: {err}")
-        await _reply(bot, event, state.store.settings, err.user_message)
+        await _reply(bot, event, _settings_for(event), err.user_message)
     except asyncio.CancelledError:
         raise
     except Exception as err:  # the boundary: never a stack trace in chat, never silence
         logger.opt(exception=err).error("llm2pic job crashed")
-        await _reply(bot, event, state.store.settings, UNEXPECTED_ERROR)
+        await _reply(bot, event, _settings_for(event), UNEXPECTED_ERROR)
     finally:
         ticket.close()
         if reservation is not None and not delivered:
