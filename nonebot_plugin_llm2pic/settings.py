@@ -17,6 +17,7 @@ from .exceptions import SettingsError
 
 PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
+MultiImage = Literal["message", "forward"]
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
@@ -44,6 +45,9 @@ class PluginSection(_Section):
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     save_images: bool = False
+    multi_image: MultiImage = "message"
+    recall_ack: bool = True
+    recall_after: float = Field(default=0, ge=0)
 
 
 class PersonaSection(_Section):
@@ -97,6 +101,7 @@ class LimitsSection(_Section):
     max_concurrency: int = Field(default=2, ge=1)
     max_queue: int = Field(default=20, ge=1)
     superusers_exempt: bool = True
+    max_images_per_request: int = Field(default=4, ge=1, le=10)
 
     @model_validator(mode="after")
     def _check_timezone(self) -> LimitsSection:
