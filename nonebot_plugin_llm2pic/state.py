@@ -41,6 +41,8 @@ pipeline: Pipeline | None = None
 
 jobs: set[asyncio.Task[None]] = set()
 """Background jobs in flight; shutdown cancels them."""
+chores: set[asyncio.Task[None]] = set()
+"""Background work no job waits for (recalls); shutdown cancels it."""
 run_inline = False
 """Test seam: await each job inside its handler instead of in the background (nonebug checks
 the expected sends when its `test_matcher` block exits)."""
@@ -57,9 +59,10 @@ async def _open() -> None:
 
 @driver.on_shutdown
 async def _close() -> None:
-    for task in list(jobs):
+    tasks = [*jobs, *chores]
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*jobs, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     if pipeline is not None:
         await pipeline.session.close()
     await quota.close()
@@ -80,6 +83,13 @@ async def spawn(job: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(job)
     jobs.add(task)
     task.add_done_callback(jobs.discard)
+
+
+def background(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a tracked background task, never inline: nothing waits for it."""
+    task = asyncio.create_task(work)
+    chores.add(task)
+    task.add_done_callback(chores.discard)
 
 
 async def wait_jobs() -> None:
