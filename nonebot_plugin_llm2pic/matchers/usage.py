@@ -15,7 +15,8 @@ ADMIN_HELP = "\n".join(
         "/llm2pic reload　重新读取配置文件",
         "/llm2pic status　后端、队列和今天的用量",
         "/llm2pic on | off　开关本群的画图",
-        "/llm2pic group [群号] show|get|set|unset …　本群设置，如 /llm2pic group set persona.name 小红",
+        "/llm2pic group [群号] show|get|set|unset …　本群设置，"
+        "如 /llm2pic group set persona.name 小红",
         "/llm2pic help　本帮助",
     ]
 )
