@@ -31,7 +31,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from nonebot_plugin_llm2pic.backends.openai import OpenAIBackend, _ChatAnswer
+from nonebot_plugin_llm2pic.backends.openai import OpenAIBackend
+from nonebot_plugin_llm2pic.chat_api import ChatAnswer
 from nonebot_plugin_llm2pic.settings import OpenAIBackendSettings
 from nonebot_plugin_llm2pic.transport import RequestOptions, new_session
 
@@ -58,17 +59,17 @@ def wrapped(b64: str) -> str:
     return "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
 
 
-def answers(b64: str, file_url: str) -> dict[str, Callable[[], _ChatAnswer]]:
-    """A fresh answer per round (``_ChatAnswer`` is mutable)."""
+def answers(b64: str, file_url: str) -> dict[str, Callable[[], ChatAnswer]]:
+    """A fresh answer per round."""
     data_url = f"data:image/png;base64,{b64}"
     markdown = f"好的，这是图片：\n![image]({data_url})\n"
 
-    def text(content: str) -> Callable[[], _ChatAnswer]:
-        return lambda: _ChatAnswer(text=[content], finish_reason="stop")
+    def text(content: str) -> Callable[[], ChatAnswer]:
+        return lambda: ChatAnswer((content,), finish_reason="stop")
 
-    def streamed() -> _ChatAnswer:
+    def streamed() -> ChatAnswer:
         pieces = [markdown[i : i + DELTA_CHARS] for i in range(0, len(markdown), DELTA_CHARS)]
-        return _ChatAnswer(text=pieces, finish_reason="stop", streamed=True, done=True)
+        return ChatAnswer(tuple(pieces), finish_reason="stop")
 
     return {
         "markdown_data": text(markdown),
@@ -78,7 +79,7 @@ def answers(b64: str, file_url: str) -> dict[str, Callable[[], _ChatAnswer]]:
         "bare_b64_wrapped": text(wrapped(b64)),
         "markdown_url": text(f"{b64}\n\n![full size]({file_url})"),
         "bare_url": text(f"{b64}\n\nfull size: {file_url}"),
-        "images": lambda: _ChatAnswer(image_urls=[data_url], finish_reason="stop"),
+        "images": lambda: ChatAnswer(image_urls=(data_url,), finish_reason="stop"),
     }
 
 
@@ -90,7 +91,7 @@ async def ticker(lags: list[float], stop: asyncio.Event) -> None:
 
 
 async def timed(
-    backend: OpenAIBackend, answer: _ChatAnswer, opts: RequestOptions
+    backend: OpenAIBackend, answer: ChatAnswer, opts: RequestOptions
 ) -> tuple[float, float, bytes]:
     """``(seconds, longest loop block, image bytes)`` of one parse."""
     gc.collect()

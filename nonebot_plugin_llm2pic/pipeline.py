@@ -135,9 +135,7 @@ class Pipeline:
         backend_settings = self.settings().backends.get(name)
         if backend_settings is None:
             raise BackendUnavailableError(
-                f"no enabled backend named {name!r}",
-                backend=name,
-                user_message=f"没有名为 {name} 的绘图后端",
+                f"no enabled backend named {name!r}", backend=name, reason="unknown"
             )
         cached = self._backends.get(name)
         if cached is None or cached[0] is not backend_settings:
@@ -224,9 +222,7 @@ class Pipeline:
         ]
         if not able:
             raise ReferencesUnsupportedError(
-                f"none of {names} takes reference images",
-                backend=names[0],
-                user_message=f"绘图服务 {names[0]} 不支持参考图，请只用文字描述",
+                f"none of {names} takes reference images", backend=names[0]
             )
         return able
 

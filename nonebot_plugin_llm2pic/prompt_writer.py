@@ -1,16 +1,18 @@
-"""The prompt writer: request + recent chat + persona → one English image prompt (SPEC §4).
+"""The prompt writer: request + recent chat + persona → one English image prompt.
 
 One OpenAI-compatible chat call (``[llm]``) with a real system message and a user message holding
 the recent chat and the request. The answer is parsed tolerantly (``clean_output``): reasoning
 blocks, code fences, quotes, labels and JSON buried in prose are all handled.
 
-The user is waiting, so the writer never holds a job up for long and never fails it: when no LLM
-is configured, or the call errors, times out (``llm.timeout`` covers everything) or answers
-nothing usable, the request text itself becomes the prompt (for a selfie: ``persona.appearance``
-in a selfie template) and drawing goes on. There is at most one quick retry, and only for a
-dropped connection or a 5xx: a timeout has spent the budget already and a 429 asks for a wait
-the user should not sit through.
+The user is waiting, so the writer never holds a job up for long and fails it only when the LLM
+refuses the request's content (a content-policy refusal: drawing the raw request instead would
+dodge the moderation). When no LLM is configured, or the call errors otherwise, times out
+(``llm.timeout`` covers everything) or answers nothing usable, the request text itself becomes
+the prompt (for a selfie: ``persona.appearance`` in a selfie template) and drawing goes on.
+There is at most one quick retry, and only for a dropped connection or a 5xx: a timeout has spent
+the budget already and a 429 asks for a wait the user should not sit through.
 
+The chat protocol itself (request body, JSON or SSE answers, in-band errors) is ``chat_api``'s.
 No NoneBot imports: the CLI ``draw``/``check`` verbs use this module too.
 """
 
@@ -24,18 +26,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .chat_api import ChatMessage, ChatRequest, post_chat, probe_api
 from .exceptions import (
     BackendConnectionError,
     BackendError,
     BackendStatusError,
     BackendTimeoutError,
+    ContentPolicyError,
     Llm2PicError,
     StreamError,
-    UpstreamError,
 )
 from .history import HistoryEntry
 from .settings import LlmSection, PromptStyle, Settings, resolve_secret
-from .transport import RequestOptions, iter_events, open_response, read_body, request_json
+from .transport import ProbeResult, RequestOptions
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)
@@ -181,7 +184,7 @@ def _build_messages(
     *,
     selfie: bool,
     prompt_style: PromptStyle,
-) -> list[dict[str, str]]:
+) -> tuple[ChatMessage, ...]:
     request = request_text.strip()
     # The request is usually also the newest chat line; show it once, as the request.
     if history and not history[-1].is_bot and history[-1].text.strip() == request:
@@ -200,10 +203,10 @@ def _build_messages(
     if selfie:
         parts += ["", SELFIE_INSTRUCTION]
     parts += ["", "Answer with the JSON object only."]
-    return [
-        {"role": "system", "content": _system_prompt(settings, prompt_style, persona)},
-        {"role": "user", "content": "\n".join(parts)},
-    ]
+    return (
+        ChatMessage("system", _system_prompt(settings, prompt_style, persona)),
+        ChatMessage("user", "\n".join(parts)),
+    )
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -228,6 +231,8 @@ async def write_prompt(
     )
     try:
         raw = await _complete(session, llm, messages, temperature=llm.temperature)
+    except ContentPolicyError:
+        raise  # the request itself was refused: drawing it anyway would dodge the moderation
     except Llm2PicError as err:
         logger.warning("prompt writer failed (%s); using the fallback prompt", err)
         return _fallback(settings, request_text, selfie=selfie)
@@ -249,14 +254,14 @@ async def judge_intent(
     if not llm.configured:
         return False
     chat = "\n".join(_chat_lines(settings, history)) or "(no recent messages)"
-    messages = [
-        {"role": "system", "content": JUDGE_SYSTEM_PROMPT.replace("{name}", settings.persona.name)},
-        {
-            "role": "user",
-            "content": f"## Recent chat\n{chat}\n\n## Newest message\n{text.strip()}\n\n"
+    messages = (
+        ChatMessage("system", JUDGE_SYSTEM_PROMPT.replace("{name}", settings.persona.name)),
+        ChatMessage(
+            "user",
+            f"## Recent chat\n{chat}\n\n## Newest message\n{text.strip()}\n\n"
             "Does the newest message ask the bot for a picture? Answer yes or no.",
-        },
-    ]
+        ),
+    )
     try:
         raw = await _complete(session, llm, messages, temperature=0)
     except Llm2PicError as err:
@@ -266,31 +271,28 @@ async def judge_intent(
     return answer.lower().lstrip("*\"' ").startswith(("yes", "是", "true"))
 
 
-async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> str:
-    """For ``check``: reachability and auth of ``[llm]`` without a real generation.
+async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> ProbeResult:
+    """For ``check``: reachability and auth of ``[llm]`` without generating anything.
 
-    GETs ``/models``; relays without that route (404/405) get a one-token chat instead. Returns a
-    short status line; raises the transport's typed errors when the LLM is unusable. An LLM that
-    is not configured is not an error (the request text is the prompt then).
+    ``GET /models``, else (no such route) an empty chat request whose 400/422 proves reach and
+    auth; raises the typed error when the LLM is unusable. An LLM that is not configured is not
+    an error (the request text is the prompt then).
     """
     llm = settings.llm
     if not llm.configured:
         missing = "model" if llm.base_url else "base_url"
-        return f"not configured ({missing} is empty): the request text is used as the prompt"
-    opts = _options(llm, PROBE_TIMEOUT)
-    try:
-        answer = await request_json(session, "GET", _endpoint(llm.base_url, "models"), opts)
-    except BackendStatusError as err:
-        if err.status not in (404, 405):
-            raise
-        await _chat(session, llm, [{"role": "user", "content": "Say ok."}], opts, max_tokens=1)
-        return f"reachable, key accepted (chat with {llm.model} answered)"
-    models = answer.get("data") if isinstance(answer, dict) else None
-    if not isinstance(models, list):
-        return "reachable, key accepted"
-    ids = {item.get("id") for item in models if isinstance(item, dict)}
-    listed = "listed" if llm.model in ids else "not listed"
-    return f"reachable, key accepted, {len(ids)} models ({llm.model} {listed})"
+        return ProbeResult(
+            ok=True,
+            detail=f"not configured ({missing} is empty): the request text is used as the prompt",
+        )
+    return await probe_api(
+        session,
+        llm.base_url,
+        llm.model,
+        _options(llm, PROBE_TIMEOUT),
+        generation_path="chat/completions",
+        empty_body={"model": llm.model, "messages": []},
+    )
 
 
 # --- output cleaning ----------------------------------------------------------------------------
@@ -443,13 +445,6 @@ def _fallback(settings: Settings, request_text: str, *, selfie: bool) -> Written
 # --- the chat call ------------------------------------------------------------------------------
 
 
-def _endpoint(base_url: str, path: str) -> str:
-    base = base_url.rstrip("/")
-    # Users often paste the full chat URL instead of the API base.
-    base = base.removesuffix("/chat/completions")
-    return f"{base}/{path}"
-
-
 def _options(llm: LlmSection, timeout: float) -> RequestOptions:
     headers = {"Accept": "text/event-stream" if llm.stream else "application/json"}
     api_key = resolve_secret(llm.api_key)
@@ -463,117 +458,43 @@ def _options(llm: LlmSection, timeout: float) -> RequestOptions:
         proxy=llm.proxy or None,
         max_bytes=MAX_LLM_RESPONSE_BYTES,
         headers=headers,
+        service="llm",
+        api_base=True,
     )
 
 
 async def _complete(
     session: aiohttp.ClientSession,
     llm: LlmSection,
-    messages: list[dict[str, str]],
+    messages: tuple[ChatMessage, ...],
     *,
     temperature: float,
 ) -> str:
     """One chat completion within ``llm.timeout`` in total, with at most one quick retry."""
     opts = _options(llm, llm.timeout)
+    request = ChatRequest(llm.model, messages, stream=llm.stream, temperature=temperature)
 
     async def attempts() -> str:
         try:
-            return await _chat(session, llm, messages, opts, temperature=temperature)
+            return (await post_chat(session, llm.base_url, request, opts)).text
         except BackendError as err:
             if not _worth_quick_retry(err):
                 raise
             logger.info("prompt writer: %s; retrying once", err)
             await asyncio.sleep(QUICK_RETRY_DELAY)
-            return await _chat(session, llm, messages, opts, temperature=temperature)
+            return (await post_chat(session, llm.base_url, request, opts)).text
 
     try:
         return await asyncio.wait_for(attempts(), llm.timeout)
     except asyncio.TimeoutError as err:
         raise BackendTimeoutError(
-            f"{LLM_BACKEND}: no answer within {llm.timeout:g} s", backend=LLM_BACKEND
+            f"{LLM_BACKEND}: no answer within {llm.timeout:g} s",
+            backend=LLM_BACKEND,
+            service="llm",
         ) from err
 
 
 def _worth_quick_retry(err: BackendError) -> bool:
     if isinstance(err, BackendStatusError):
-        return err.status >= 500
+        return err.retryable and err.status >= 500  # not a 5xx that names a known failure
     return isinstance(err, (BackendConnectionError, StreamError))
-
-
-async def _chat(
-    session: aiohttp.ClientSession,
-    llm: LlmSection,
-    messages: list[dict[str, str]],
-    opts: RequestOptions,
-    *,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-) -> str:
-    """POST ``/chat/completions`` once and return the answer text (streamed or not)."""
-    body: dict[str, Any] = {"model": llm.model, "messages": messages, "stream": llm.stream}
-    if temperature is not None:
-        body["temperature"] = temperature
-    if max_tokens is not None:
-        body["max_tokens"] = max_tokens
-    url = _endpoint(llm.base_url, "chat/completions")
-    async with open_response(session, "POST", url, opts, json=body) as resp:
-        if llm.stream and resp.content_type == "text/event-stream":
-            return await _stream_text(resp, opts)
-        # Some relays ignore stream=true and answer with one JSON body.
-        raw = await read_body(resp, opts)
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
-        raise UpstreamError(f"{LLM_BACKEND}: answer is not JSON", backend=LLM_BACKEND) from err
-    return _message_text(data)
-
-
-async def _stream_text(resp: aiohttp.ClientResponse, opts: RequestOptions) -> str:
-    """Accumulate ``choices[0].delta.content`` until ``[DONE]`` or the end of the stream."""
-    parts: list[str] = []
-    async for event in iter_events(resp, opts):
-        if event.data.strip() == "[DONE]":
-            break
-        try:
-            chunk = json.loads(event.data)
-        except (ValueError, RecursionError):
-            continue  # keep-alive or vendor noise; the content chunks are JSON
-        if not isinstance(chunk, dict):
-            continue
-        _raise_in_band_error(chunk)
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict):
-                parts.append(_content_text(delta.get("content")))
-    return "".join(parts)
-
-
-def _message_text(data: Any) -> str:
-    if not isinstance(data, dict):
-        raise UpstreamError(f"{LLM_BACKEND}: unexpected answer", backend=LLM_BACKEND)
-    _raise_in_band_error(data)
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise UpstreamError(f"{LLM_BACKEND}: answer has no choices", backend=LLM_BACKEND)
-    message = choices[0].get("message")
-    return _content_text(message.get("content")) if isinstance(message, dict) else ""
-
-
-def _content_text(content: Any) -> str:
-    """A message's text: a string, or the text parts of a content-part list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text") or ""
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def _raise_in_band_error(data: dict[str, Any]) -> None:
-    error = data.get("error")
-    if error:
-        message = error.get("message") if isinstance(error, dict) else error
-        raise UpstreamError(f"{LLM_BACKEND}: {str(message)[:200]}", backend=LLM_BACKEND)

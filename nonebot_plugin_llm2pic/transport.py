@@ -26,17 +26,20 @@ from .exceptions import (
     BackendStatusError,
     BackendTimeoutError,
     BackendUnavailableError,
-    ContentPolicyError,
+    EndpointNotFoundError,
+    Llm2PicError,
     ResponseTooLargeError,
+    Service,
     StreamError,
     UpstreamError,
+    classify_upstream,
 )
 from .retry import backoff_delay, parse_retry_after
 from .sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
     # aiohttp is imported where it is used: its import (~130 ms, most of it building SSL contexts)
-    # then happens when the session opens at startup, not while NoneBot loads the plugin (SPEC §6).
+    # then happens when the session opens at startup, not while NoneBot loads the plugin.
     import aiohttp
 
 logger = logging.getLogger("nonebot_plugin_llm2pic")
@@ -59,18 +62,6 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HTTP_SCHEMES = frozenset({"http", "https"})
 """The only URL schemes requested or downloaded."""
 
-CONTENT_POLICY_CODES = frozenset(
-    {"content_policy_violation", "moderation_blocked", "sensitive_words_detected", "content_filter"}
-)
-"""Error codes meaning "the upstream refused this prompt" (OpenAI, DALL·E, one-api relays)."""
-
-_CONTENT_POLICY_TEXT = re.compile(
-    r"safety system|content[ _]policy|content[ _]filter|moderation_blocked|flagged|sensitive words",
-    re.IGNORECASE,
-)
-_NO_RETRY_CODES = frozenset({"insufficient_quota", "credit_balance_exhausted"})
-"""429s that mean "out of money": waiting will not help."""
-
 SECRET_LIKE = re.compile(r"\b(?P<prefix>sk|hf|key)[-_][A-Za-z0-9_\-]{8,}|\bAIza[A-Za-z0-9_\-]{20,}")
 """Key-like tokens (OpenAI `sk-`, Hugging Face `hf_`, Google `AIza`…), masked wherever shown."""
 _KNOWN_SECRETS: dict[str, None] = {}
@@ -88,7 +79,7 @@ class RequestOptions:
     """Limits and headers for one request attempt."""
 
     backend: str
-    """Name used in errors ("zimage", "llm", …)."""
+    """Name used in errors and logs ("zimage", "llm", …)."""
     timeout: float
     """Total seconds for one attempt, body or stream included."""
     connect_timeout: float = 15.0
@@ -98,6 +89,10 @@ class RequestOptions:
     """Explicit proxy URL; "" / None = none (HTTP(S)_PROXY still applies through trust_env)."""
     max_bytes: int = MAX_RESPONSE_BYTES
     headers: Mapping[str, str] = field(default_factory=dict)
+    service: Service = "backend"
+    """Whether errors speak of an image backend or of the LLM."""
+    api_base: bool = False
+    """The URL is ``base_url`` + an API path: a 404 there means ``base_url`` lacks its prefix."""
 
     def __post_init__(self) -> None:
         for name, value in self.headers.items():
@@ -107,7 +102,8 @@ class RequestOptions:
                     f"{self.backend}: the {name} header holds a control character "
                     "(a line end copied with the key?)",
                     backend=self.backend,
-                    user_message=f"绘图服务 {self.backend} 的密钥含有换行等控制字符",
+                    service=self.service,
+                    reason="bad_key",
                 )
         # A relay may echo the key back in an error body, whatever its shape: remember it so
         # safe_excerpt can mask it even where SECRET_LIKE sees no known prefix.
@@ -116,6 +112,29 @@ class RequestOptions:
             _KNOWN_SECRETS[credential] = None
             while len(_KNOWN_SECRETS) > MAX_KNOWN_SECRETS:
                 del _KNOWN_SECRETS[next(iter(_KNOWN_SECRETS))]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What ``check`` prints for one probe: whether it passed, and a one-line detail."""
+
+    ok: bool
+    detail: str
+    error: Llm2PicError | None = None
+    """The error a failed probe raised (its type tells "not configured" from "broken")."""
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+async def run_probe(probe: Callable[[], Awaitable[ProbeResult]]) -> ProbeResult:
+    """Run a probe; a typed failure becomes ``ok=False`` with the chat text and the log detail."""
+    try:
+        return await probe()
+    except Llm2PicError as err:
+        detail = " ".join(str(err).split())
+        text = err.user_message if detail == err.user_message else f"{err.user_message} ({detail})"
+        return ProbeResult(ok=False, detail=text, error=err)
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -149,7 +168,8 @@ def parse_json_body(body: bytes, content_type: str, opts: RequestOptions) -> Any
             f"{opts.backend}: expected JSON, got {content_type or 'no content type'}: "
             f"{safe_excerpt(body)}",
             backend=opts.backend,
-            user_message=f"绘图服务 {opts.backend} 返回了无法解析的结果",
+            service=opts.service,
+            problem="malformed",
         ) from err
 
 
@@ -177,7 +197,8 @@ async def open_response(
         raise BackendUnavailableError(
             f"{opts.backend}: invalid URL {url[:100]!r}",
             backend=opts.backend,
-            user_message=f"绘图服务 {opts.backend} 的地址无效",
+            service=opts.service,
+            reason="bad_url",
         )
     timeout = aiohttp.ClientTimeout(
         total=opts.timeout, connect=opts.connect_timeout, sock_read=opts.read_timeout
@@ -195,7 +216,7 @@ async def open_response(
         ) as resp:
             if resp.status >= 400:
                 body = await _read_capped(resp, MAX_ERROR_BODY_BYTES)
-                raise status_error(resp.status, body, resp.headers, opts.backend)
+                raise status_error(resp.status, body, resp.headers, opts)
             if resp.content_length is not None and resp.content_length > opts.max_bytes:
                 resp.close()
                 raise _too_large(opts)
@@ -280,7 +301,7 @@ async def download(
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backend: str) -> T:
-    """Run ``call``; retry retryable ``BackendError``s up to ``retries`` times (SPEC §4)."""
+    """Run ``call``; retry retryable ``BackendError``s up to ``retries`` times, with backoff."""
     attempt = 0
     while True:
         try:
@@ -296,51 +317,33 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backen
 
 
 def status_error(
-    status: int, body: bytes, headers: Mapping[str, str], backend: str
+    status: int, body: bytes, headers: Mapping[str, str], opts: RequestOptions
 ) -> BackendStatusError:
     """The typed error for an HTTP error status, from the (already read) body and headers."""
     code, message = _error_fields(body)
     excerpt = safe_excerpt(message.encode() if message else body)
-    text = f"{backend}: HTTP {status}" + (f" {code}" if code else "") + f": {excerpt}"
-    if status < 500 and is_content_policy(code, message):
-        return ContentPolicyError(
-            text,
-            backend=backend,
-            status=status,
-            body=excerpt,
-            user_message=f"绘图服务 {backend} 拒绝了这个请求（内容审核未通过）",
-        )
-    if status in (401, 403):
-        return BackendAuthError(
-            text,
-            backend=backend,
-            status=status,
-            body=excerpt,
-            user_message=f"绘图服务 {backend} 认证失败",
-        )
-    error = BackendStatusError(
+    text = f"{opts.backend}: HTTP {status}" + (f" {code}" if code else "") + f": {excerpt}"
+    kind = classify_upstream(code, message, status)
+    if kind is None and status in (401, 403):
+        kind = BackendAuthError
+    if kind is None and status == 404 and opts.api_base:
+        kind = EndpointNotFoundError
+    return (kind or BackendStatusError)(
         text,
-        backend=backend,
+        backend=opts.backend,
+        service=opts.service,
         status=status,
         body=excerpt,
         retry_after=parse_retry_after(headers),
     )
-    if code in _NO_RETRY_CODES:
-        error.retryable = False
-        error.user_message = f"绘图服务 {backend} 额度不足"
-    return error
-
-
-def is_content_policy(code: str, message: str) -> bool:
-    """Whether an error code or message says the upstream refused the prompt's content."""
-    return code in CONTENT_POLICY_CODES or bool(_CONTENT_POLICY_TEXT.search(message))
 
 
 def error_fields(payload: Any) -> tuple[str, str] | None:
     """``(code, message)`` of an OpenAI-style ``{"error": {...}}`` or ``{"error": "..."}``."""
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
-        return str(error.get("code") or error.get("type") or ""), str(error.get("message") or "")
+        code = error.get("code") or error.get("type") or ""
+        return str(code), str(error.get("message") or "")
     if isinstance(error, str):
         return "", error
     return None
@@ -406,7 +409,8 @@ def _bad_image_url(opts: RequestOptions, reason: str) -> UpstreamError:
     return UpstreamError(
         f"{opts.backend}: {reason}",
         backend=opts.backend,
-        user_message=f"绘图服务 {opts.backend} 返回了无效的图片地址",
+        service=opts.service,
+        problem="bad_image_url",
     )
 
 
@@ -419,7 +423,7 @@ def _too_large(opts: RequestOptions) -> ResponseTooLargeError:
     return ResponseTooLargeError(
         f"{opts.backend}: response larger than {opts.max_bytes} bytes",
         backend=opts.backend,
-        user_message=f"绘图服务 {opts.backend} 返回的数据过大",
+        service=opts.service,
     )
 
 
@@ -427,20 +431,20 @@ def _translate(err: BaseException, opts: RequestOptions) -> BackendError:
     """aiohttp/asyncio failures → our errors (timeouts first: some are also ClientErrors)."""
     import aiohttp
 
-    name = opts.backend
+    name, service = opts.backend, opts.service
     if isinstance(err, asyncio.TimeoutError):
         return BackendTimeoutError(
-            f"{name}: timed out ({type(err).__name__})",
-            backend=name,
-            user_message=f"绘图服务 {name} 超时",
+            f"{name}: timed out ({type(err).__name__})", backend=name, service=service
         )
     if isinstance(err, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         return StreamError(
-            f"{name}: response cut off: {safe_excerpt(str(err).encode())}", backend=name
+            f"{name}: response cut off: {safe_excerpt(str(err).encode())}",
+            backend=name,
+            service=service,
         )
     return BackendConnectionError(
         # aiohttp quotes the offending bytes (a whole base64 image) in protocol errors.
         f"{name}: connection failed: {safe_excerpt(str(err).encode())}",
         backend=name,
-        user_message=f"无法连接绘图服务 {name}",
+        service=service,
     )

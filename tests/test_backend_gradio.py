@@ -33,9 +33,11 @@ from nonebot_plugin_llm2pic.backends.gradio import (
     resolution_for,
 )
 from nonebot_plugin_llm2pic.exceptions import (
+    BackendError,
     BackendStatusError,
     BackendTimeoutError,
     BackendUnavailableError,
+    QuotaExhaustedError,
     ReferencesUnsupportedError,
     ResponseTooLargeError,
     StreamError,
@@ -299,15 +301,16 @@ async def test_real_app_random_seed_is_reported(
 async def test_real_app_quota_error_fails_fast(
     real_app: RealApp, session: aiohttp.ClientSession
 ) -> None:
-    """gr.Error is an UpstreamError at once, with its text where Gradio sends it (6.13+)."""
+    """gr.Error fails at once; its ZeroGPU quota text (6.13+) is translated, not quoted."""
     backend = GradioBackend("zimage", settings(real_app.base_url, retries=2), session)
     started = time.monotonic()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(BackendError) as caught:
         await backend.generate(GenerationRequest(prompt="quota test"))
     assert time.monotonic() - started < 5  # no retries, no waiting for a timeout
     if real_app.major >= 6:
-        assert caught.value.user_message.startswith("绘图服务 zimage 报错：")
-        assert QUOTA_TEXT in caught.value.user_message
+        assert isinstance(caught.value, QuotaExhaustedError)
+        assert caught.value.user_message == "绘图服务 zimage 的额度已用完，请稍后再试或换用其他服务"
+        assert QUOTA_TEXT in str(caught.value)
     else:  # Gradio 4 sends `data: null`
         assert caught.value.user_message == "绘图服务 zimage 报错（未给出原因）"
 
@@ -331,7 +334,7 @@ async def test_real_app_reference_image_is_uploaded(
 async def test_real_app_probe(real_app: RealApp, session: aiohttp.ClientSession) -> None:
     """probe reads /config: the Gradio version and the endpoint URL with the right prefix."""
     backend = GradioBackend("zimage", settings(real_app.base_url), session)
-    status = await backend.probe()
+    status = (await backend.probe()).detail
     prefix = "/gradio_api" if real_app.major >= 5 else ""
     assert status.startswith(f"gradio {real_app.major}.")
     assert f"{real_app.base_url}{prefix}/call/generate" in status
@@ -499,7 +502,7 @@ async def test_references_unsupported(fake: FakeGradio, session: aiohttp.ClientS
     reference = ReferenceImage(data=make_png(), mime="image/png")
     with pytest.raises(ReferencesUnsupportedError) as caught:
         await backend.generate(GenerationRequest(prompt="x", references=(reference,)))
-    assert caught.value.user_message == "绘图服务 zimage 不支持参考图"
+    assert caught.value.user_message == "绘图服务 zimage 不支持参考图，请只用文字描述"
     assert caught.value.fallback
     assert fake.requests == []
 
@@ -514,11 +517,11 @@ async def test_references_unsupported(fake: FakeGradio, session: aiohttp.ClientS
                 "error": f"{QUOTA_TEXT} (60s requested vs. 3s left).",
                 "title": "ZeroGPU quota exceeded",
             },
-            f"绘图服务 zimage 报错：{QUOTA_TEXT} (60s requested vs. 3s left).",
+            "绘图服务 zimage 的额度已用完，请稍后再试或换用其他服务",
         ),
         (
-            {"error": 'Over your GPU quota. <a href="https://hf.co/join">Join</a> now.'},
-            "绘图服务 zimage 报错：Over your GPU quota. Join now.",
+            {"error": 'Server busy. <a href="https://hf.co/status">Status</a> page.'},
+            "绘图服务 zimage 报错：Server busy. Status page.",
         ),
         ("Server stopped unexpectedly.", "绘图服务 zimage 报错：Server stopped unexpectedly."),
     ],
@@ -527,10 +530,10 @@ async def test_references_unsupported(fake: FakeGradio, session: aiohttp.ClientS
 async def test_error_event_fails_fast(
     fake: FakeGradio, session: aiohttp.ClientSession, data: Any, message: str
 ) -> None:
-    """Every `event: error` form is an UpstreamError with the upstream text, never retried."""
+    """Every `event: error` form fails at once with its text (translated if known), no retry."""
     fake.stream = [sse("heartbeat", None), sse("error", data)]
     backend = GradioBackend("zimage", settings(fake.base_url, retries=3), session)
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(BackendError) as caught:
         await backend.generate(GenerationRequest(prompt="x"))
     assert caught.value.user_message == message
     assert caught.value.fallback
@@ -613,7 +616,7 @@ async def test_non_image_file_rejected(fake: FakeGradio, session: aiohttp.Client
         await GradioBackend("zimage", settings(fake.base_url), session).generate(
             GenerationRequest(prompt="x")
         )
-    assert caught.value.user_message == "绘图服务 zimage 返回的不是图片"
+    assert caught.value.user_message == "绘图服务 zimage 返回的图片无效"
 
 
 async def test_oversized_file_rejected(

@@ -16,19 +16,25 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from nonebot_plugin_llm2pic.backends.base import GenerationRequest, ReferenceImage
-from nonebot_plugin_llm2pic.backends.openai import (
+from nonebot_plugin_llm2pic.backends.image_text import (
     BASE64_SLICE,
     LONG_PAYLOAD,
-    OpenAIBackend,
-    _compact_base64,
-    _decode_base64,
-    _image_in_text,
+    compact_base64,
+    decode_base64,
+    image_in_text,
 )
+from nonebot_plugin_llm2pic.backends.openai import OpenAIBackend
+from nonebot_plugin_llm2pic.chat_api import ChatMessage, ChatRequest, ImagePart, TextPart
 from nonebot_plugin_llm2pic.exceptions import (
     BackendAuthError,
     BackendStatusError,
     BackendUnavailableError,
     ContentPolicyError,
+    EndpointNotFoundError,
+    InsufficientBalanceError,
+    ModelNotFoundError,
+    QuotaExhaustedError,
+    RateLimitedError,
     StreamError,
     UpstreamError,
 )
@@ -276,6 +282,33 @@ async def test_chat_references_are_data_url_parts(
     assert content[0] == {"type": "text", "text": "redraw"}
     url = content[1]["image_url"]["url"]
     assert url == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def test_chat_request_body_with_image_parts() -> None:
+    """Image parts (with a detail) serialise as OpenAI's image_url parts; unset options stay out."""
+    url = "data:image/jpeg;base64,/9j/AA=="
+    request = ChatRequest(
+        model="m",
+        messages=(
+            ChatMessage("system", "be brief"),
+            ChatMessage("user", (TextPart("参考图 1"), ImagePart(url, detail="low"))),
+        ),
+        temperature=0,
+    )
+    assert request.body() == {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "参考图 1"},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+                ],
+            },
+        ],
+        "temperature": 0,
+    }
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -545,7 +578,7 @@ async def test_logs_and_errors_hold_no_base64(
 
 async def test_probe_ok(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     """probe lists /models with the key and generates nothing."""
-    status = await make_backend(fake, session).probe()
+    status = (await make_backend(fake, session).probe()).detail
     assert "gpt-image-1 listed" in status
     assert [r.path for r in fake.requests] == ["/v1/models"]
 
@@ -553,7 +586,7 @@ async def test_probe_ok(fake: FakeOpenAI, session: aiohttp.ClientSession) -> Non
 async def test_probe_odd_model_ids(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     """Model ids that are not strings (a list, a number) are skipped, not a TypeError."""
     fake.replies = [Reply(200, {"data": [{"id": ["x"]}, {"id": 3}, {"id": "gpt-image-1"}]})]
-    status = await make_backend(fake, session).probe()
+    status = (await make_backend(fake, session).probe()).detail
     assert "1 models (gpt-image-1 listed)" in status
 
 
@@ -561,6 +594,204 @@ async def test_probe_bad_key(fake: FakeOpenAI, session: aiohttp.ClientSession) -
     """probe with a wrong key raises BackendAuthError."""
     with pytest.raises(BackendAuthError):
         await make_backend(fake, session, api_key="sk-nope").probe()
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "body"),
+    [
+        ("images", "/v1/images/generations", {"model": "gpt-image-1"}),
+        ("chat", "/v1/chat/completions", {"model": "gpt-image-1", "messages": []}),
+    ],
+)
+async def test_probe_without_models_route_generates_nothing(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, mode: str, path: str, body: Any
+) -> None:
+    """Without GET /models an empty request is sent; its 400 proves reach and auth."""
+    fake.has_models = False
+    result = await make_backend(fake, session, mode=mode, model="gpt-image-1").probe()
+    assert result.ok
+    assert "HTTP 400" in result.detail
+    assert [(r.path, r.json) for r in fake.requests] == [("/v1/models", None), (path, body)]
+
+
+async def test_probe_without_models_route_catches_a_bad_key(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """The empty request's 401 still says the key is wrong."""
+    fake.has_models = False
+    with pytest.raises(BackendAuthError):
+        await make_backend(fake, session, api_key="sk-nope").probe()
+
+
+async def test_probe_base_url_without_api_prefix(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """A base_url without /v1 is reported as such, not as a bare HTTP 404."""
+    with pytest.raises(EndpointNotFoundError) as caught:
+        await make_backend(fake, session, base_url=fake.url("")).probe()
+    assert caught.value.user_message == (
+        "绘图服务 oa 找不到 API 接口，请检查 base_url 是否以 API 前缀（如 /v1）结尾"
+    )
+
+
+@pytest.mark.parametrize("mode", ["images", "chat"])
+async def test_draw_with_base_url_without_api_prefix(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, mode: str
+) -> None:
+    """A draw against a base_url without /v1 says to check the prefix, and is not retried."""
+    backend = make_backend(fake, session, base_url=fake.url(""), mode=mode, retries=2)
+    with pytest.raises(EndpointNotFoundError) as caught:
+        await backend.generate(CAT)
+    assert "/v1" in caught.value.user_message
+    assert caught.value.retryable is False
+
+
+KNOWN_FAILURES = [
+    (
+        429,
+        {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        },
+        QuotaExhaustedError,
+        "绘图服务 oa 的额度已用完，请稍后再试或换用其他服务",
+    ),
+    (
+        403,
+        {"message": "You have exceeded your GPU quota (60s requested vs. 12s left).", "code": ""},
+        QuotaExhaustedError,
+        "绘图服务 oa 的额度已用完，请稍后再试或换用其他服务",
+    ),
+    (
+        402,
+        {
+            "message": "Insufficient Balance",
+            "type": "unknown_error",
+            "code": "invalid_request_error",
+        },
+        InsufficientBalanceError,
+        "绘图服务 oa 的账户余额不足，请管理员充值",
+    ),
+    (
+        403,
+        {"message": "用户额度不足, 剩余额度: ＄0.0001", "type": "one_api_error"},
+        InsufficientBalanceError,
+        "绘图服务 oa 的账户余额不足，请管理员充值",
+    ),
+    (
+        429,
+        {
+            "message": "Rate limit reached for gpt-image-1 in organization org-x on images per "
+            "minute (IPM): Limit 5, Used 5, Requested 1.",
+            "type": "requests",
+            "code": "rate_limit_exceeded",
+        },
+        RateLimitedError,
+        "绘图服务 oa 请求太频繁，被限流了，请稍后再试",
+    ),
+    (
+        400,
+        {
+            "message": "Your request was rejected as a result of our safety system.",
+            "type": "invalid_request_error",
+            "code": None,
+        },
+        ContentPolicyError,
+        "绘图服务 oa 拒绝了这个请求（内容审核未通过）",
+    ),
+    (
+        404,
+        {
+            "message": "The model `gpt-image-9` does not exist or you do not have access to it.",
+            "type": "invalid_request_error",
+            "code": "model_not_found",
+        },
+        ModelNotFoundError,
+        "绘图服务 oa 找不到所配置的模型，请检查 model 设置",
+    ),
+    (
+        503,
+        {"message": "当前分组 default 下对于模型 gpt-image-9 无可用渠道", "type": "new_api_error"},
+        ModelNotFoundError,
+        "绘图服务 oa 找不到所配置的模型，请检查 model 设置",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "kind", "reply"),
+    KNOWN_FAILURES,
+    ids=[
+        "quota",
+        "zerogpu-quota",
+        "balance",
+        "balance-one-api",
+        "rate-limit",
+        "content-policy",
+        "model",
+        "model-new-api",
+    ],
+)
+async def test_known_upstream_texts_are_translated(
+    fake: FakeOpenAI,
+    session: aiohttp.ClientSession,
+    status: int,
+    error: Any,
+    kind: type[BackendStatusError],
+    reply: str,
+) -> None:
+    """A known upstream failure gets its class and a Chinese reply; its words stay in the log."""
+    fake.replies = [Reply(status, {"error": error})]
+    with pytest.raises(kind) as caught:
+        await make_backend(fake, session).generate(CAT)
+    assert caught.value.user_message == reply
+    assert error["message"][:20] in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "kind", "reply"),
+    KNOWN_FAILURES,
+    ids=[
+        "quota",
+        "zerogpu-quota",
+        "balance",
+        "balance-one-api",
+        "rate-limit",
+        "content-policy",
+        "model",
+        "model-new-api",
+    ],
+)
+async def test_known_texts_in_a_stream_are_translated(
+    fake: FakeOpenAI,
+    session: aiohttp.ClientSession,
+    status: int,
+    error: Any,
+    kind: type[BackendStatusError],
+    reply: str,
+) -> None:
+    """The same texts as an in-band error chunk of a chat stream map to the same error."""
+    fake.events = [chunk({"content": ""}), {"error": error}]
+    with pytest.raises(kind) as caught:
+        await make_backend(fake, session, mode="chat", use_sse=True).generate(CAT)
+    assert caught.value.user_message == reply
+
+
+async def test_quota_is_not_retried_but_rate_limit_is(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """Quota exhausted fails at once; a rate limit is retried and then draws."""
+    quota, rate = KNOWN_FAILURES[0], KNOWN_FAILURES[4]
+    fake.replies = [Reply(quota[0], {"error": quota[1]})]
+    with pytest.raises(QuotaExhaustedError):
+        await make_backend(fake, session, retries=2).generate(CAT)
+    assert len(fake.requests) == 1
+    fake.replies = [Reply(rate[0], {"error": rate[1]}, headers={"Retry-After": "0"})]
+    image = await make_backend(fake, session, retries=1).generate(CAT)
+    assert image.data == fake.image
+    assert len(fake.requests) == 3
 
 
 async def test_supports_references(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
@@ -574,7 +805,7 @@ def test_sliced_base64_decoding_matches_one_call() -> None:
     data = bytes(range(256)) * (BASE64_SLICE // 100)
     text = base64.b64encode(data).decode()
     assert len(text) > 2 * BASE64_SLICE
-    assert _decode_base64(text) == data
+    assert decode_base64(text) == data
 
 
 def test_sliced_base64_rejects_padding_inside_the_data() -> None:
@@ -583,7 +814,7 @@ def test_sliced_base64_rejects_padding_inside_the_data() -> None:
     with pytest.raises(binascii.Error):
         base64.b64decode(text, validate=True)
     with pytest.raises(binascii.Error):
-        _decode_base64(text)
+        decode_base64(text)
 
 
 def _regex_reading(text: str) -> tuple[str, str] | None:
@@ -630,14 +861,14 @@ _HUGE = "A" * (BASE64_SLICE + 5)
 )
 def test_chat_text_reading_matches_the_regex_search(text: str) -> None:
     """The linear chat-text reader finds what a plain regex search over the whole text finds."""
-    assert _image_in_text(text) == _regex_reading(text)
+    assert image_in_text(text) == _regex_reading(text)
 
 
 def test_compact_base64_drops_whitespace_across_slices() -> None:
     """Whitespace is removed and padding added whatever the slice boundaries."""
     text = (" " * 3 + "AB\r\n") * (BASE64_SLICE // 3) + "A"
     expected = "AB" * (BASE64_SLICE // 3) + "A"
-    assert _compact_base64(text) == expected + "=" * (-len(expected) % 4)
+    assert compact_base64(text) == expected + "=" * (-len(expected) % 4)
 
 
 _FRAGMENTS = [
@@ -670,7 +901,7 @@ _FRAGMENTS = [
 @hyp_settings(max_examples=300, deadline=None)
 def test_chat_text_reading_matches_the_regex_search_on_any_mix(text: str) -> None:
     """On any mix of payloads, markdown, URLs and separators, both readings agree."""
-    assert _image_in_text(text) == _regex_reading(text)
+    assert image_in_text(text) == _regex_reading(text)
 
 
 async def test_extra_body_reaches_generations_and_chat():

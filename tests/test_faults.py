@@ -18,6 +18,7 @@ from nonebot_plugin_llm2pic.exceptions import (
     BackendTimeoutError,
     ContentPolicyError,
     JobTimeoutError,
+    QuotaExhaustedError,
     ReferenceImageError,
     StreamError,
     UpstreamError,
@@ -38,6 +39,9 @@ from .fakes.openai_server import FakeOpenAI, Reply
 
 JOB = DrawJob(text="一只猫")
 QUOTA_TEXT = "You have exceeded your GPU quota (60s requested vs. 0s left). Try again in 1:00:00"
+QUOTA_REPLY = "绘图服务 z 的额度已用完，请稍后再试或换用其他服务"
+"""How QUOTA_TEXT reaches the chat: translated (the English goes to the log only)."""
+APP_TEXT = "Server stopped unexpectedly."
 
 
 @pytest.fixture
@@ -224,15 +228,19 @@ async def test_job_timeout_bounds_everything(fake: FakeOpenAI):
 
 
 @pytest.mark.parametrize(
-    ("data", "reply"),
+    ("data", "error", "reply"),
     [
-        (None, "绘图服务 z 报错（未给出原因）"),
-        (QUOTA_TEXT, f"绘图服务 z 报错：{QUOTA_TEXT}"),
-        ({"error": QUOTA_TEXT}, f"绘图服务 z 报错：{QUOTA_TEXT}"),
+        (None, UpstreamError, "绘图服务 z 报错（未给出原因）"),
+        (APP_TEXT, UpstreamError, f"绘图服务 z 报错：{APP_TEXT}"),
+        ({"error": APP_TEXT}, UpstreamError, f"绘图服务 z 报错：{APP_TEXT}"),
+        (QUOTA_TEXT, QuotaExhaustedError, QUOTA_REPLY),
+        ({"error": QUOTA_TEXT}, QuotaExhaustedError, QUOTA_REPLY),
     ],
 )
-async def test_gradio_error_fails_fast_with_its_text(gradio: FakeGradio, data, reply: str):
-    """`event: error` ends the job at once (no retry, no timeout wait), quoting the text if any."""
+async def test_gradio_error_fails_fast_with_its_text(
+    gradio: FakeGradio, data, error: type[BackendError], reply: str
+):
+    """`event: error` ends the job at once (no retry), quoting unknown text, translating known."""
     gradio.stream = [sse("heartbeat", None), sse("error", data)]
     settings = settings_for({"z": gradio_backend(gradio.base_url, retries=2, timeout=30)})
     async with pipeline_for(settings) as pipeline:
@@ -241,7 +249,7 @@ async def test_gradio_error_fails_fast_with_its_text(gradio: FakeGradio, data, r
         def fix() -> None:
             gradio.stream = [sse("complete", zimage_outputs())]
 
-        await fails_then_recovers(pipeline, UpstreamError, reply, fix)
+        await fails_then_recovers(pipeline, error, reply, fix)
         assert elapsed(started) < 2
     assert len(gradio.paths("POST")) == 2  # one /call per job: the error was not retried
 
@@ -274,6 +282,27 @@ async def test_llm_slow_falls_back_within_its_timeout(fake: FakeOpenAI):
             result = await pipeline.run(JOB)
             assert elapsed(started) < 1.5
     assert result.prompt == "一只猫"
+
+
+async def test_llm_content_policy_refusal_refuses_the_job(fake: FakeOpenAI, spare: FakeOpenAI):
+    """The LLM refusing the request's content ends the job: no backend draws the raw text."""
+    async with FakeLlm() as llm:
+        llm.status = 400
+        llm.error_body = (
+            '{"error": {"message": "The response was filtered due to the prompt triggering '
+            'content management policy.", "type": null, "code": "content_filter"}}'
+        )
+        settings = settings_for(
+            {"a": openai_backend(fake.base_url), "b": openai_backend(spare.base_url)},
+            routing={"fallback": ["b"]},
+            llm={"base_url": llm.base_url, "model": "m"},
+        )
+        async with pipeline_for(settings) as pipeline:
+            with pytest.raises(ContentPolicyError) as caught:
+                await pipeline.run(JOB)
+    assert caught.value.user_message == "提示词模型（LLM）拒绝了这个请求（内容审核未通过）"
+    assert fake.requests == []
+    assert spare.requests == []
 
 
 # --- reference images -----------------------------------------------------------------------------
@@ -434,10 +463,10 @@ async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI, 
             started = time.monotonic()
             assert sent_image(await outcome("/pic -b openai 猫")).size == (32, 24)
             assert elapsed(started) >= 0.9
-            # Gradio error event: fast, with the upstream's text.
+            # Gradio error event: fast, its known text translated.
             gradio.stream = [sse("error", QUOTA_TEXT)]
             started = time.monotonic()
-            await fails("/pic -b z 猫", f"绘图服务 z 报错：{QUOTA_TEXT}")
+            await fails("/pic -b z 猫", QUOTA_REPLY)
             assert elapsed(started) < 3
             # Not an image; a decompression bomb.
             for data, reply in [

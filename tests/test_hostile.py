@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from nonebot_plugin_llm2pic.exceptions import (
     BackendConnectionError,
+    EndpointNotFoundError,
     ImageError,
     Llm2PicError,
     ResponseTooLargeError,
@@ -194,8 +195,8 @@ async def test_declared_100mb_rejected_before_reading(raw: RawHttpServer):
         (http_response('{"data": [null, 1]}'), UpstreamError, "绘图服务 a 返回的图片无效"),
         (
             http_response("<html>gateway</html>", content_type="text/html"),
-            UpstreamError,
-            "绘图服务 a 返回了无法解析的结果",
+            EndpointNotFoundError,
+            "绘图服务 a 找不到 API 接口，请检查 base_url 是否以 API 前缀（如 /v1）结尾",
         ),
         (
             http_response("data: " + DEEP + "\n\n", content_type="text/event-stream"),

@@ -118,3 +118,48 @@ async def test_models(client: openai.AsyncOpenAI) -> None:
     """models.list parses the /models answer."""
     page = await client.models.list()
     assert [model.id for model in page.data] == ["gpt-image-1"]
+
+
+async def test_empty_chat_is_a_bad_request(client: openai.AsyncOpenAI) -> None:
+    """The probe's empty chat request gets the 400 the official client raises BadRequestError for."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="m", messages=[])
+    assert caught.value.code == "empty_array"
+
+
+async def test_images_without_prompt_is_a_bad_request(client: openai.AsyncOpenAI) -> None:
+    """An images request without a prompt (the probe's) is refused with a typed 400."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.post("/images/generations", body={"model": "gpt-image-1"}, cast_to=object)
+    assert caught.value.param == "prompt"
+
+
+async def test_relay_without_models_route(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    """A relay without GET /models answers a 404 the official client raises NotFoundError for."""
+    fake.has_models = False
+    with pytest.raises(openai.NotFoundError):
+        await client.models.list()
+
+
+async def test_fake_llm_speaks_openai() -> None:
+    """The writer's fake LLM: JSON answers, its 401 and its empty-messages 400 parse as OpenAI's."""
+    from .fakes.llm_server import FakeLlm
+
+    async with FakeLlm() as llm:
+        llm.api_key = "sk-llm"
+        async with openai.AsyncOpenAI(
+            base_url=llm.base_url, api_key="sk-llm", max_retries=0
+        ) as sdk:
+            answer = await sdk.chat.completions.create(
+                model="test-model", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert answer.choices[0].message.content == llm.answer
+            with pytest.raises(openai.BadRequestError):
+                await sdk.chat.completions.create(model="test-model", messages=[])
+            llm.has_models = False
+            with pytest.raises(openai.NotFoundError):
+                await sdk.models.list()
+        llm.has_models = True
+        async with openai.AsyncOpenAI(base_url=llm.base_url, api_key="sk-no", max_retries=0) as sdk:
+            with pytest.raises(openai.AuthenticationError):
+                await sdk.models.list()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -13,7 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nonebot_plugin_llm2pic.exceptions import BackendAuthError
+from nonebot_plugin_llm2pic.exceptions import (
+    BackendAuthError,
+    ContentPolicyError,
+    EndpointNotFoundError,
+)
 from nonebot_plugin_llm2pic.history import HistoryEntry
 from nonebot_plugin_llm2pic.prompt_writer import (
     DEFAULT_APPEARANCE,
@@ -26,7 +31,7 @@ from nonebot_plugin_llm2pic.prompt_writer import (
     write_prompt,
 )
 from nonebot_plugin_llm2pic.settings import Settings, parse_settings
-from nonebot_plugin_llm2pic.transport import new_session
+from nonebot_plugin_llm2pic.transport import new_session, run_probe
 from tests.fakes.llm_server import FakeLlm
 
 APPEARANCE = "silver short hair, red eyes, white hoodie"
@@ -427,28 +432,117 @@ async def test_judge_intent_false_without_llm(session) -> None:
 
 async def test_probe_lists_model(session, llm) -> None:
     """probe_llm reports reachability and whether the model is listed."""
-    line = await probe_llm(session, _settings(llm.base_url))
-    assert "reachable" in line
-    assert "test-model listed" in line
+    result = await probe_llm(session, _settings(llm.base_url))
+    assert result.ok
+    assert "reachable" in result.detail
+    assert "test-model listed" in result.detail
     assert llm.paths == ["/v1/models"]
     assert llm.bodies == []
 
 
 async def test_probe_raises_on_auth_error(session, llm) -> None:
-    """A rejected key is a typed error for `check`."""
-    llm.models_status = 401
+    """A rejected key is a typed error for `check`, named as the LLM."""
+    llm.api_key = "sk-right-key-0000"
+    with pytest.raises(BackendAuthError) as caught:
+        await probe_llm(session, _settings(llm.base_url, api_key="sk-wrong-key-0000"))
+    assert caught.value.user_message == "提示词模型（LLM）认证失败"
+
+
+async def test_probe_without_models_route_sends_an_empty_chat(session, llm) -> None:
+    """Without /models an empty chat is sent: its 400 proves reach and auth; nothing is written."""
+    llm.has_models = False
+    result = await probe_llm(session, _settings(llm.base_url))
+    assert result.ok
+    assert "HTTP 400" in result.detail
+    assert llm.paths == ["/v1/models", "/v1/chat/completions"]
+    assert llm.bodies == [{"model": "test-model", "messages": []}]
+
+
+async def test_probe_without_models_route_still_catches_a_bad_key(session, llm) -> None:
+    """Without /models the empty chat's 401 still says the key is wrong."""
+    llm.has_models = False
+    llm.api_key = "sk-right-key-0000"
     with pytest.raises(BackendAuthError):
         await probe_llm(session, _settings(llm.base_url, api_key="sk-wrong-key-0000"))
 
 
-async def test_probe_falls_back_to_tiny_chat_without_models_route(session, llm) -> None:
-    """Relays without /models are probed with a one-token chat."""
-    llm.models_status = 404
-    line = await probe_llm(session, _settings(llm.base_url))
-    assert "reachable" in line
-    assert llm.bodies[-1]["max_tokens"] == 1
+async def test_probe_base_url_without_api_prefix(session, llm) -> None:
+    """A base_url missing /v1 is named as such (and as the LLM), not a bare HTTP 404."""
+    with pytest.raises(EndpointNotFoundError) as caught:
+        await probe_llm(session, _settings(llm.url("")))
+    assert caught.value.user_message.startswith("提示词模型（LLM）")
+    assert "/v1" in caught.value.user_message
+    assert "绘图服务" not in caught.value.user_message
+
+
+async def test_probe_result_prints_as_its_detail(session, llm) -> None:
+    """A probe result formats as its detail line, so `check` can print it as it is."""
+    result = await probe_llm(session, _settings(llm.base_url))
+    assert f"{result}" == result.detail
+
+
+async def test_run_probe_turns_a_failure_into_a_row(session, llm) -> None:
+    """run_probe gives ok=False with the Chinese reason and the admin detail, keeping the error."""
+    result = await run_probe(lambda: probe_llm(session, _settings(llm.url(""))))
+    assert not result.ok
+    assert isinstance(result.error, EndpointNotFoundError)
+    assert result.detail.startswith("提示词模型（LLM）找不到 API 接口")
+    assert "HTTP 404" in result.detail
 
 
 async def test_probe_not_configured_is_not_an_error(session) -> None:
     """An unconfigured LLM is reported, not raised: the request text is the prompt then."""
-    assert "not configured" in await probe_llm(session, _settings())
+    result = await probe_llm(session, _settings())
+    assert result.ok
+    assert "not configured" in result.detail
+
+
+# --- refusals and errors --------------------------------------------------------------------------
+
+REFUSAL = {
+    "message": "Your request was rejected as a result of our safety system.",
+    "type": "invalid_request_error",
+    "code": "content_policy_violation",
+}
+
+
+@pytest.mark.parametrize("how", ["http-400", "in-band", "finish-content-filter"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_content_policy_refusal_refuses_the_job(session, llm, how: str, stream: bool):
+    """A content-policy refusal from the writer is raised, never replaced by the request text."""
+    if how == "http-400":
+        llm.status = 400
+        llm.error_body = json.dumps({"error": REFUSAL})
+    elif how == "in-band":
+        llm.answer_error = REFUSAL
+        llm.stream_error = REFUSAL["message"]
+    else:
+        llm.finish_reason = "content_filter"
+    with pytest.raises(ContentPolicyError) as caught:
+        await _write(session, _settings(llm.base_url, stream=stream))
+    assert caught.value.user_message == "提示词模型（LLM）拒绝了这个请求（内容审核未通过）"
+    assert len(llm.bodies) == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (429, {"message": "Rate limit reached for requests", "code": "rate_limit_exceeded"}),
+        (402, {"message": "Insufficient Balance", "type": "unknown_error"}),
+        (404, {"message": "The model `x` does not exist", "code": "model_not_found"}),
+    ],
+    ids=["rate-limit", "balance", "model"],
+)
+async def test_other_known_failures_still_fall_back(session, llm, status: int, error: Any):
+    """Quota, balance, rate-limit and unknown-model answers fall back to the request text."""
+    llm.status = status
+    llm.error_body = json.dumps({"error": error})
+    written = await _write(session, _settings(llm.base_url))
+    assert written == WrittenPrompt("画一只猫", None, "fallback")
+
+
+async def test_in_band_json_error_falls_back(session, llm) -> None:
+    """An {"error": …} body inside a 200 answer is an error (fallback), not an empty prompt."""
+    llm.answer_error = {"message": "upstream provider failed", "type": "server_error"}
+    written = await _write(session, _settings(llm.base_url))
+    assert written.source == "fallback"

@@ -22,6 +22,7 @@ from nonebot_plugin_llm2pic import pipeline as pipeline_module
 from nonebot_plugin_llm2pic.exceptions import (
     BackendError,
     Llm2PicError,
+    QuotaExhaustedError,
     ReferenceImageError,
     UpstreamError,
 )
@@ -140,9 +141,10 @@ async def test_gradio_error_echoing_token_never_leaks(logs: Logs):
         gradio.stream = [sse("error", f"Invalid token {HF_SECRET}: quota exceeded")]
         settings = settings_for({"z": gradio_backend(gradio.base_url, token=HF_SECRET)})
         async with pipeline_for(settings) as pipeline:
-            with pytest.raises(UpstreamError) as caught:
+            with pytest.raises(QuotaExhaustedError) as caught:
                 await pipeline.run(JOB)
-    assert "quota exceeded" in caught.value.user_message
+    assert "额度已用完" in caught.value.user_message
+    assert "quota exceeded" in str(caught.value)
     assert not [text for text in error_texts(caught.value) + logs if HF_SECRET in text]
 
 

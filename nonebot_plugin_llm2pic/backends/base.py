@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from ..transport import ProbeResult
 
 Aspect = Literal["square", "landscape", "portrait"]
 
@@ -48,6 +51,6 @@ class ImageBackend(Protocol):
         """Draw one image (retries included), or raise a ``BackendError``."""
         ...
 
-    async def probe(self) -> str:
-        """Check reachability and auth without generating; return a short status line."""
+    async def probe(self) -> ProbeResult:
+        """Check reachability and auth without generating; a typed error when unusable."""
         ...

@@ -10,8 +10,8 @@ whose ``/generate`` layout is the default input template). One attempt is
 4. one SSE ``GET {prefix}/call/{api_name}/{event_id}`` until ``complete`` or ``error``;
 5. the first image of the chosen output downloaded (capped, checked by its magic bytes).
 
-An ``error`` event fails at once with the upstream's text (ZeroGPU quota…) and is not retried
-(SPEC §5); the ancestor ignored it and waited for its timeout (``reference/maibot.md`` §1.13).
+An ``error`` event fails at once and is not retried: a known text (ZeroGPU quota…) becomes its
+typed error with a Chinese message, any other is shown as the app sent it (masked, cut).
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from ..exceptions import (
+    BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ReferencesUnsupportedError,
     StreamError,
     UpstreamError,
+    classify_upstream,
 )
 from ..imaging import sniff_mime
 from ..settings import GradioBackendSettings, resolve_secret
@@ -36,6 +38,7 @@ from ..sse import ServerSentEvent
 from ..transport import (
     HTTP_SCHEMES,
     MAX_RESPONSE_BYTES,
+    ProbeResult,
     RequestOptions,
     download,
     iter_events,
@@ -116,9 +119,7 @@ class GradioBackend:
         """Draw one image (retries included), or raise a ``BackendError``."""
         if request.references and not self.supports_references:
             raise ReferencesUnsupportedError(
-                f"{self.name}: the input template has no {{image}} slot",
-                backend=self.name,
-                user_message=f"绘图服务 {self.name} 不支持参考图",
+                f"{self.name}: the input template has no {{image}} slot", backend=self.name
             )
         timeout = self._settings.timeout
 
@@ -128,14 +129,12 @@ class GradioBackend:
                 return await asyncio.wait_for(self._attempt(request), timeout)
             except asyncio.TimeoutError as err:
                 raise BackendTimeoutError(
-                    f"{self.name}: no result within {timeout:g} s",
-                    backend=self.name,
-                    user_message=f"绘图服务 {self.name} 超时",
+                    f"{self.name}: no result within {timeout:g} s", backend=self.name
                 ) from err
 
         return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
 
-    async def probe(self) -> str:
+    async def probe(self) -> ProbeResult:
         """GET ``/config`` with the token: reachable, token accepted, endpoint present."""
         config = await self._config(self._options(PROBE_TIMEOUT))
         api_name = self._settings.api_name.strip("/")
@@ -149,10 +148,12 @@ class GradioBackend:
             raise BackendUnavailableError(
                 f"{self.name}: the app has no /{api_name} endpoint",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 没有 /{api_name} 接口",
+                reason="no_endpoint",
+                detail=f"/{api_name}",
             )
         version = config.get("version") or "?"
-        return f"gradio {version}, /{api_name} ({self._base_url}{self._api_prefix}/call/{api_name})"
+        call_url = f"{self._base_url}{self._api_prefix}/call/{api_name}"
+        return ProbeResult(ok=True, detail=f"gradio {version}, /{api_name} ({call_url})")
 
     async def _attempt(self, request: GenerationRequest) -> GeneratedImage:
         opts = self._options(self._settings.timeout)
@@ -169,7 +170,7 @@ class GradioBackend:
             raise UpstreamError(
                 f"{self.name}: no event_id in the /call answer: {excerpt}",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 返回了无法解析的结果",
+                problem="malformed",
             )
         outputs = await self._stream_outputs(f"{call_url}/{event_id}", opts)
         if self._settings.output_index >= len(outputs):
@@ -207,8 +208,11 @@ class GradioBackend:
             f"{self.name}: result stream ended without a complete event", backend=self.name
         )
 
-    def _error_event(self, event: ServerSentEvent) -> UpstreamError:
-        """Gradio < 6.13 sends ``data: null``; 6.13+ a payload dict; stream failures a string."""
+    def _error_event(self, event: ServerSentEvent) -> BackendError:
+        """Gradio < 6.13 sends ``data: null``; 6.13+ a payload dict; stream failures a string.
+
+        Known texts (ZeroGPU quota…) become their typed, translated error; others are shown.
+        """
         try:
             payload = event.json()
         except ValueError:
@@ -219,17 +223,12 @@ class GradioBackend:
         if isinstance(payload, str):
             # Upstream text goes to chat and logs: mask key-like tokens (an echoed hf_ token).
             text = safe_excerpt(_HTML_TAG.sub("", payload).encode())[:MAX_ERROR_CHARS]
-        if not text:
-            return UpstreamError(
-                f"{self.name}: error event without a message",
-                backend=self.name,
-                user_message=f"绘图服务 {self.name} 报错（未给出原因）",
-            )
-        return UpstreamError(
-            f"{self.name}: error event: {text}",
-            backend=self.name,
-            user_message=f"绘图服务 {self.name} 报错：{text}",
-        )
+        message = f"{self.name}: error event: {text or 'no message'}"
+        kind = classify_upstream("", text)
+        if kind is not None:
+            # Not retried: an error event is the app's answer, not a transient fault.
+            return kind(message, backend=self.name, status=200, body=text, retryable=False)
+        return UpstreamError(message, backend=self.name, upstream=text)
 
     async def _prefix(self, opts: RequestOptions) -> str:
         if self._api_prefix is None:
@@ -241,10 +240,8 @@ class GradioBackend:
         """``GET /config`` (at the root in every version); remembers the API prefix."""
         config = await request_json(self._session, "GET", f"{self._base_url}/config", opts)
         if not isinstance(config, dict):
-            raise UpstreamError(
-                f"{self.name}: /config is not a JSON object",
-                backend=self.name,
-                user_message=f"绘图服务 {self.name} 不是 Gradio 应用",
+            raise BackendUnavailableError(
+                f"{self.name}: /config is not a JSON object", backend=self.name, reason="not_gradio"
             )
         prefix = config.get("api_prefix")
         self._api_prefix = prefix.rstrip("/") if isinstance(prefix, str) else ""
@@ -272,7 +269,7 @@ class GradioBackend:
             raise UpstreamError(
                 f"{self.name}: unexpected /upload answer: {safe_excerpt(repr(paths).encode())}",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 上传参考图失败",
+                problem="upload",
             )
         return {"path": paths[0], "orig_name": f"reference.{extension}", "meta": FILE_DATA_META}
 
@@ -308,7 +305,7 @@ class GradioBackend:
             raise UpstreamError(
                 f"{self.name}: downloaded file is not an image: {safe_excerpt(body[:60])}",
                 backend=self.name,
-                user_message=f"绘图服务 {self.name} 返回的不是图片",
+                problem="bad_image",
             )
         return body, mime
 
@@ -348,7 +345,7 @@ class GradioBackend:
         return UpstreamError(
             f"{self.name}: no image in the result ({detail})",
             backend=self.name,
-            user_message=f"绘图服务 {self.name} 没有返回图片",
+            problem="no_image",
         )
 
 

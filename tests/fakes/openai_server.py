@@ -97,6 +97,7 @@ class FakeOpenAI(LoopbackServer):
         self.in_flight = 0
         self.peak_in_flight = 0  # most image requests handled at once
         self.replies: list[Reply] = []
+        self.has_models = True  # False: no GET /models route (many relays), a plain 404
         self.files: dict[str, tuple[bytes, str]] = {}
         self.requests: list[Recorded] = []
 
@@ -105,6 +106,7 @@ class FakeOpenAI(LoopbackServer):
         app.router.add_post("/v1/images/edits", self._images)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/models", _not_allowed)
         app.router.add_get("/files/{name}", self._file)
         self.files.setdefault("image.png", (self.image, "image/png"))
 
@@ -193,6 +195,8 @@ class FakeOpenAI(LoopbackServer):
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
+        if recorded.json is not None and not recorded.json.get("prompt"):
+            return _invalid_request("Missing required parameter: 'prompt'.", "prompt")
         item = (
             {"url": self.url("/files/image.png"), "revised_prompt": None}
             if self.images_style == "url"
@@ -235,6 +239,13 @@ class FakeOpenAI(LoopbackServer):
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
+        if not recorded.json.get("messages"):
+            return _invalid_request(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+                "but got an empty array instead.",
+                "messages",
+                code="empty_array",
+            )
         content, images = self._chat_content()
         base = {"id": "chatcmpl-1", "created": _now(), "model": "fake-image"}
         if not self._wants_sse(recorded):
@@ -287,6 +298,8 @@ class FakeOpenAI(LoopbackServer):
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
+        if not self.has_models:
+            raise web.HTTPNotFound()
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
@@ -351,6 +364,16 @@ class FakeOpenAI(LoopbackServer):
                 self.sent_bytes += len(self.endless)
         except (ConnectionError, RuntimeError):
             return resp
+
+
+async def _not_allowed(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+
+
+def _invalid_request(message: str, param: str, code: str | None = None) -> web.Response:
+    """OpenAI's 400 for a request it will not run (nothing is generated or billed)."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return web.json_response({"error": error}, status=400)
 
 
 def _now() -> int:
