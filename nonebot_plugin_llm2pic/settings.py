@@ -48,6 +48,7 @@ class PluginSection(_Section):
     multi_image: MultiImage = "message"
     recall_ack: bool = True
     recall_after: float = Field(default=0, ge=0)
+    download_proxy: str = ""
 
 
 class PersonaSection(_Section):
