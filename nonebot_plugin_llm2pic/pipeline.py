@@ -288,7 +288,15 @@ class Pipeline:
         # max_send_bytes bounds the whole message: each picture gets its share.
         max_bytes = settings.plugin.max_send_bytes // max(len(images), 1)
         processed = await asyncio.gather(
-            *(process_image_async(image.data, crop=crop, max_bytes=max_bytes) for image in images),
+            *(
+                process_image_async(
+                    image.data,
+                    crop=crop,
+                    max_bytes=max_bytes,
+                    send_format=settings.plugin.send_format,
+                )
+                for image in images
+            ),
             return_exceptions=True,
         )
         timings["process"] = time.perf_counter() - started

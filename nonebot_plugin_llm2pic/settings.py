@@ -18,6 +18,9 @@ from .exceptions import SettingsError
 PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
 MultiImage = Literal["message", "forward"]
+VisionMode = Literal["auto", "on", "off"]
+VisionDetail = Literal["low", "high", "auto"]
+SendFormat = Literal["auto", "original", "jpeg", "png"]
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
@@ -44,6 +47,7 @@ class PluginSection(_Section):
     ack_message: str = "收到，正在画…"
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
+    send_format: SendFormat = "auto"
     save_images: bool = False
     multi_image: MultiImage = "message"
     recall_ack: bool = True
@@ -69,6 +73,11 @@ class LlmSection(_Section):
     context_time_minutes: int = Field(default=30, ge=0)
     judge_intent: bool = False
     proxy: str = ""
+    vision: VisionMode = "auto"
+    vision_detail: VisionDetail = "low"
+    vision_max_side: int = Field(default=1024, ge=64, le=4096)
+    vision_max_images: int = Field(default=3, ge=1, le=16)
+    vision_chat_images: int = Field(default=0, ge=0, le=16)
 
     @property
     def configured(self) -> bool:
