@@ -210,7 +210,8 @@ class Pipeline:
         self.stats = BackendStats()
         self._backends: dict[str, tuple[object, ImageBackend]] = {}
         self._batch_ok: dict[str, bool] = {}
-        """Whether a backend's endpoint gave every picture asked of one call (unknown: try)."""
+        """Whether a backend's endpoint gave every picture asked of one call (unknown: try);
+        forgotten when the backend's settings change."""
 
     def backend(self, name: str) -> ImageBackend:
         """The backend object for a name, rebuilt when its settings changed."""
@@ -223,6 +224,7 @@ class Pipeline:
         if cached is None or cached[0] is not backend_settings:
             cached = (backend_settings, create_backend(name, backend_settings, self.session))
             self._backends[name] = cached
+            self._batch_ok.pop(name, None)
         return cached[1]
 
     async def run(self, job: DrawJob, ticket: Ticket | None = None) -> DrawResult:
@@ -331,9 +333,9 @@ class Pipeline:
         explicit = bool(job.backend)
         images: list[GeneratedImage] = []
         first = candidates[0]
-        if job.count > 1 and self._batch_ok.get(first, True):
+        if job.count > 1:
             backend = self.backend(first)
-            if isinstance(backend, BatchImageBackend):
+            if isinstance(backend, BatchImageBackend) and self._batch_ok.get(first, True):
                 batch = replace(request, n=job.count)
                 try:
                     images = await self._in_slot(

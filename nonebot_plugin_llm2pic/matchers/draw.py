@@ -521,7 +521,7 @@ async def _send_batch(
     try:
         with sending_picture(batch.results[0].prompt):
             if forward:
-                answer = await _send_forward(bot, event, settings, images, text.strip())
+                answer = await _send_forward(bot, event, settings, images, text.strip(), size)
             else:
                 message = Message(images)
                 if text:
@@ -551,16 +551,23 @@ async def _image_segment(settings: Settings, result: DrawResult) -> MessageSegme
 
 
 async def _send_forward(
-    bot: Bot, event: MessageEvent, settings: Settings, images: list[MessageSegment], text: str
+    bot: Bot,
+    event: MessageEvent,
+    settings: Settings,
+    images: list[MessageSegment],
+    text: str,
+    size: int,
 ) -> object:
-    """One merged forward: a node per picture (and one for the text) from the bot itself."""
+    """One merged forward: a node per picture (and one for the text) from the bot itself.
+
+    ``size``: the pictures' bytes, for the send timeout.
+    """
     name = settings.persona.name or "画图"
     contents = [Message(image) for image in images] + ([Message(text)] if text else [])
     nodes = [
         MessageSegment.node_custom(user_id=int(bot.self_id), nickname=name, content=content)
         for content in contents
     ]
-    size = sum(len(str(image.data.get("file", ""))) for image in images) * 3 // 4
     if isinstance(event, GroupMessageEvent):
         return await bot.call_api(
             "send_group_forward_msg",
