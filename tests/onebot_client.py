@@ -115,6 +115,8 @@ class ApiCall:
 
     action: str
     params: dict[str, Any]
+    result: Any = None
+    """What this client answered (``data``), e.g. the ``message_id`` of a sent message."""
 
 
 def message_text(message: Any) -> str:
@@ -167,10 +169,10 @@ class OneBotClient:
             frame = json.loads(raw)
             if "action" not in frame:
                 continue
-            call = ApiCall(frame["action"], frame.get("params") or {})
-            await self.calls.put(call)
-            handler = self.handlers.get(call.action)
-            data = handler(call.params) if handler else {"message_id": self.next_message_id()}
+            action, params = frame["action"], frame.get("params") or {}
+            handler = self.handlers.get(action)
+            data = handler(params) if handler else {"message_id": self.next_message_id()}
+            await self.calls.put(ApiCall(action, params, data))
             await self._ws.send(
                 json.dumps({"status": "ok", "retcode": 0, "data": data, "echo": frame.get("echo")})
             )
