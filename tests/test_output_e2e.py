@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
+from .fakes.llm_server import FakeLlm
 from .fakes.openai_server import FakeOpenAI, make_png
 from .onebot_client import OneBotClient, ServeProcess, message_segments, message_text
 from .test_chat_e2e import ACK, quoted_id, write_config
@@ -77,3 +79,26 @@ async def test_timed_recall_withdraws_the_picture(tmp_path: Path, upstream):
             assert recall.params["message_id"] == picture.result["message_id"]
     finally:
         await server.stop()
+
+
+async def test_again_end_to_end(tmp_path: Path, upstream):
+    """ "再来一张" draws with no LLM call; "再来一张，但是要夜景" shows the LLM the last prompt."""
+    async with FakeLlm('{"prompt": "a cat at night", "style": "real"}') as llm:
+        server = ServeProcess(tmp_path)
+        write_config(
+            server,
+            upstream,
+            plugin={"ack_message": ""},
+            llm={"base_url": llm.base_url, "model": "test-model"},
+        )
+        await server.start()
+        try:
+            async with OneBotClient(server.ws_url) as client:
+                for text in ("画一只猫", "再来一张", "再来一张，但是要夜景"):
+                    await client.group_message(text)
+                    await client.next_call("send_msg")
+        finally:
+            await server.stop()
+    assert len(llm.bodies) == 2  # the first request and the amended one
+    assert "a cat at night" in json.dumps(llm.bodies[-1], ensure_ascii=False)
+    assert [r.json["prompt"] for r in upstream.requests] == ["a cat at night"] * 3
