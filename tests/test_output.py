@@ -187,6 +187,8 @@ async def test_forward_holds_a_node_per_picture(app: App, upstream: FakeOpenAI):
             },
             result={"message_id": 5, "forward_id": "f"},
         )
+    [entry] = state.history.recent("777", limit=1, minutes=5)
+    assert (entry.text, entry.is_bot) == ("[图片：猫]", True)  # chat history shows the forward
 
 
 @pytest.fixture
