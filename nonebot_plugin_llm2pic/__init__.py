@@ -20,7 +20,8 @@ __plugin_meta__ = PluginMetadata(
         "自拍：“来张自拍”“发张照片看看”\n"
         "参考图：发图或回复一张图并说“画成动漫风”\n"
         "/pic -r <提示词> 不经 LLM 直接画；/pic -b <后端> 指定后端（默认仅超管）\n"
-        "管理：/llm2pic show|get|set|unset|reload|status|on|off"
+        "管理：/llm2pic show|get|set|unset|reload|status|on|off\n"
+        "本群设置：/llm2pic group show|get|set|unset（群主/管理员可改人设与触发开关）"
     ),
     type="application",
     homepage="https://github.com/llm2pic/nonebot-plugin-llm2pic",

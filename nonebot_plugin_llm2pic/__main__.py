@@ -16,7 +16,7 @@ from .imaging import convert_image
 from .intent import aspect_hint
 from .pipeline import Batch, DrawJob, Pipeline
 from .prompt_writer import probe_llm
-from .settings import Settings
+from .settings import Settings, routed_backends
 from .settings_store import SettingsStore
 from .transport import new_session
 
@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     set_.add_argument("key")
     set_.add_argument("value")
     set_.set_defaults(func=_config_set)
+    group = config_verbs.add_parser("group", parents=[common], help="one group's overrides")
+    group.add_argument("group_id")
+    group.add_argument("action", choices=["get", "set", "unset"])
+    group.add_argument("key", help="e.g. persona.name")
+    group.add_argument("value", nargs="?")
+    group.set_defaults(func=_config_group)
     return parser
 
 
@@ -205,12 +211,7 @@ def _check(args: argparse.Namespace) -> int:
 
 async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
     """Probe the LLM and every backend concurrently; a row per probe."""
-    routed = {
-        settings.routing.default,
-        settings.routing.anime,
-        settings.routing.real,
-        *settings.routing.fallback,
-    } - {""}
+    routed = routed_backends(settings)
     async with new_session() as session:
         pipeline = Pipeline(session, lambda: settings)
 
@@ -258,6 +259,26 @@ def _config_set(args: argparse.Namespace) -> int:
         return _fail(str(err))
     restart = " (restart the bot to apply)" if result.needs_restart else ""
     sys.stdout.write(f"{result.key} = {result.value!r}{restart}\n")
+    return 0
+
+
+def _config_group(args: argparse.Namespace) -> int:
+    """`config group ID get|set|unset KEY [VALUE]`: the group's ``[groups."<id>"]`` table."""
+    store = _open_store()
+    if args.action == "set" and args.value is None:
+        return _fail("config group ID set KEY VALUE: the value is missing")
+    try:
+        if args.action == "get":
+            value, own = store.get_group(args.group_id, args.key)
+            sys.stdout.write(f"{value!r}{'' if own else '  (global)'}\n")
+        elif args.action == "set":
+            result = store.set_group(args.group_id, args.key, args.value)
+            sys.stdout.write(f"{result.key} = {result.value!r}\n")
+        else:
+            result = store.unset_group(args.group_id, args.key)
+            sys.stdout.write(f"unset {result.key}\n")
+    except SettingsError as err:
+        return _fail(str(err))
     return 0
 
 

@@ -227,17 +227,24 @@ class Pipeline:
             self._batch_ok.pop(name, None)
         return cached[1]
 
-    async def run(self, job: DrawJob, ticket: Ticket | None = None) -> DrawResult:
-        """Run a one-picture job within `limits.job_timeout`; raise an `Llm2PicError` on failure."""
-        batch = await self.run_batch(replace(job, count=1), ticket)
+    async def run(
+        self, job: DrawJob, ticket: Ticket | None = None, *, settings: Settings | None = None
+    ) -> DrawResult:
+        """Run a one-picture job within `limits.job_timeout`; raise an `Llm2PicError` on failure.
+
+        ``settings``: those of the group the job serves (default: the live global ones).
+        """
+        batch = await self.run_batch(replace(job, count=1), ticket, settings=settings)
         return batch.results[0]
 
-    async def run_batch(self, job: DrawJob, ticket: Ticket | None = None) -> Batch:
+    async def run_batch(
+        self, job: DrawJob, ticket: Ticket | None = None, *, settings: Settings | None = None
+    ) -> Batch:
         """Draw ``job.count`` pictures of one prompt within `limits.job_timeout`.
 
-        Raises the first failure only when no picture could be drawn.
+        ``settings`` as for ``run``. Raises the first failure only when no picture was drawn.
         """
-        settings = self.settings()
+        settings = settings or self.settings()
         own_ticket = ticket is None
         if ticket is None:
             ticket = self.queue.accept(

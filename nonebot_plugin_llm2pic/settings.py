@@ -11,7 +11,15 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from .exceptions import SettingsError
 
@@ -53,6 +61,8 @@ class PluginSection(_Section):
     recall_ack: bool = True
     recall_after: float = Field(default=0, ge=0)
     download_proxy: str = ""
+    groups_default: Literal["on", "off"] = "on"
+    """``off`` = whitelist mode: a group draws only once a superuser switched it on."""
 
 
 class PersonaSection(_Section):
@@ -204,6 +214,10 @@ class Settings(_Section):
     generation: GenerationSection = GenerationSection()
     limits: LimitsSection = LimitsSection()
     backends: dict[str, BackendSettings] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    """``[groups."<id>"]`` tables as written; ``effective()`` gives a group's merged settings."""
+
+    _effective: dict[str, Settings] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +259,159 @@ class Settings(_Section):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _check_groups(self) -> Settings:
+        # Validating a group means building its effective settings: keep them for effective().
+        for group_id, table in self.groups.items():
+            if not group_id.isdigit():
+                raise ValueError(
+                    f"groups.{group_id}: a group table is named by the group's number, "
+                    'e.g. [groups."123456"]'
+                )
+            self._effective[group_id] = _group_settings(self, group_id, table)
+        return self
+
+
+def routed_backends(settings: Settings) -> set[str]:
+    """Backend names the bot routes to: ``[routing]`` and every group's ``routing.*``."""
+    names: set[str] = set()
+    for routing in [settings.routing, *(effective(settings, g).routing for g in settings.groups)]:
+        for value in routing.model_dump().values():  # every routing key, whatever its name
+            names |= set(value) if isinstance(value, list) else {value}
+    return names - {""}
+
+
+# --- per-group settings ---------------------------------------------------------------------------
+
+GROUP_KEYS: tuple[str, ...] = (
+    "persona.*",
+    "routing.*",
+    "generation.*",
+    "limits.user_cooldown_seconds",
+    "limits.user_per_minute",
+    "limits.user_daily_quota",
+    "limits.group_daily_quota",
+    "plugin.natural_language",
+    "plugin.selfie",
+    "plugin.require_mention",
+    "plugin.ack_message",
+    "plugin.show_prompt",
+    "plugin.reply_to_request",
+    "plugin.allow_flags",
+    "plugin.enabled",
+    "plugin.multi_image",
+    "plugin.send_format",
+    "plugin.recall_ack",
+    "plugin.recall_after",
+)
+"""Keys a ``[groups."<id>"]`` table may override (``section.*`` = every key of the section).
+A key listed here counts only once the schema has it."""
+
+_SECTION_MODELS: dict[str, type[_Section]] = {
+    "plugin": PluginSection,
+    "persona": PersonaSection,
+    "llm": LlmSection,
+    "routing": RoutingSection,
+    "generation": GenerationSection,
+    "limits": LimitsSection,
+}
+"""The sections that are one model each (``backends`` and ``groups`` are tables of tables)."""
+
+_GLOBAL_REASONS = {
+    "backends": "backend tables stay global (point the group at a backend with routing.*)",
+    "groups": "group tables do not nest",
+    "llm": "the prompt writer's settings stay global (set them in [llm])",
+    "limits": "a process-wide limit, it stays global (set it in [limits])",
+    "plugin": "not a per-group setting, it stays global (set it in [plugin])",
+}
+_UNKNOWN_KEY = "unknown key (check the spelling; see config.example.toml)"
+
+
+def group_key_problem(key: str) -> str | None:
+    """Why a dotted key (``persona.name``, or a section) cannot go in a group table, or None."""
+    section, _, name = key.partition(".")
+    if section in ("backends", "groups"):
+        return _GLOBAL_REASONS[section]
+    model = _SECTION_MODELS.get(section)
+    if model is None or "." in name or (name and name not in model.model_fields):
+        return _UNKNOWN_KEY
+    if name in SECRET_KEYS:
+        return "secrets stay global, never in a group table"
+    if f"{section}.*" in GROUP_KEYS or key in GROUP_KEYS:
+        return None
+    if not name and any(allowed.startswith(f"{section}.") for allowed in GROUP_KEYS):
+        return None  # a section some of whose keys are allowed
+    return _GLOBAL_REASONS[section]
+
+
+def group_keys() -> list[str]:
+    """Every dotted key a group table may override today, in schema order."""
+    return [
+        f"{section}.{name}"
+        for section, model in _SECTION_MODELS.items()
+        for name in model.model_fields
+        if group_key_problem(f"{section}.{name}") is None
+    ]
+
+
+def effective(settings: Settings, group_id: str | None) -> Settings:
+    """The settings that apply in a group: global ⊕ its table (private chats: global).
+
+    Cached on the ``Settings`` object, so a config edit or reload starts afresh.
+    """
+    if group_id is None:
+        return settings
+    cached = settings._effective.get(group_id)
+    if cached is None:
+        # No table: the global settings, off in whitelist mode. One object for all such groups.
+        cached = settings._effective.get("")
+        if cached is None:
+            cached = settings._effective[""] = _group_settings(settings, "", {})
+    return cached
+
+
+def switched_off(settings: Settings, group_id: str) -> bool:
+    """Whether the group's own table says ``plugin.enabled = false`` (``/llm2pic off``)."""
+    return settings.groups.get(group_id, {}).get("plugin", {}).get("enabled") is False
+
+
+def _group_settings(settings: Settings, group_id: str, table: dict[str, Any]) -> Settings:
+    """Validate one group table over the global settings; ``ValueError`` names the key."""
+    prefix = f"groups.{group_id}"
+    updates: dict[str, Any] = {}
+    for section, values in table.items():
+        problem = group_key_problem(section)
+        if not isinstance(values, dict):
+            expected = f"expected a table of keys, like {section}.KEY = VALUE"
+            raise ValueError(f"{prefix}.{section}: {problem or expected}")
+        for name in values:  # key by key, so the reply names the key and says why
+            key_problem = group_key_problem(f"{section}.{name}")
+            if key_problem:
+                raise ValueError(f"{prefix}.{section}.{name}: {key_problem}")
+        if problem:  # an empty table of a global section
+            raise ValueError(f"{prefix}.{section}: {problem}")
+        current = getattr(settings, section)
+        merged = {**current.model_dump(), **values}
+        if section == "generation" and isinstance(values.get("banned_words"), list):
+            merged["banned_words"] = list(
+                dict.fromkeys([*current.banned_words, *values["banned_words"]])
+            )
+        try:
+            updates[section] = type(current).model_validate(merged)
+        except ValidationError as err:
+            raise ValueError(str(settings_error_from(err, prefix=f"{prefix}.{section}"))) from None
+    plugin = updates.get("plugin", settings.plugin)
+    own = "enabled" in table.get("plugin", {})
+    enabled = plugin.enabled if own else settings.plugin.groups_default == "on"
+    updates["plugin"] = plugin.model_copy(update={"enabled": settings.plugin.enabled and enabled})
+    result = settings.model_copy(update={**updates, "groups": {}})
+    result._effective = {}
+    try:  # the global routing check, run on the group's routing (pydantic keeps it callable)
+        result._check_routing()  # pyright: ignore[reportCallIssue]
+    except ValueError as err:  # "routing.default: …" → "groups.<id>.routing.default: …"
+        raise ValueError(f"{prefix}.{err}") from None
+    return result
+
 
 _SETTINGS_ADAPTER = TypeAdapter(Settings)
 
@@ -257,8 +424,11 @@ def parse_settings(data: dict[str, Any]) -> Settings:
         raise settings_error_from(err) from None
 
 
-def settings_error_from(err: ValidationError) -> SettingsError:
-    """Turn pydantic's report into one message: dotted key, what was expected, what was given."""
+def settings_error_from(err: ValidationError, *, prefix: str = "") -> SettingsError:
+    """Turn pydantic's report into one message: dotted key, what was expected, what was given.
+
+    ``prefix`` names where the validated data sits (``groups.123456.limits``).
+    """
     lines = []
     first_key = ""
     for item in err.errors(include_url=False):
@@ -284,6 +454,9 @@ def settings_error_from(err: ValidationError) -> SettingsError:
         else:
             given = _short(item.get("input"))
             lines.append(f"{key}: {item['msg'].lower()}, got {given}")
+    if prefix:
+        lines = [f"{prefix}.{line}" for line in lines]
+        first_key = f"{prefix}.{first_key}"
     return SettingsError("; ".join(lines), key=first_key)
 
 

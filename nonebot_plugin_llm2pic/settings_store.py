@@ -9,6 +9,7 @@ No NoneBot imports: the CLI and the bot share this module.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any, get_args, get_origin
 import tomlkit
 from pydantic import BaseModel
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import KeyType, SingleKey
 
 from .exceptions import SettingsError
 from .settings import (
@@ -29,6 +31,9 @@ from .settings import (
     GradioBackendSettings,
     OpenAIBackendSettings,
     Settings,
+    effective,
+    group_key_problem,
+    group_keys,
     mask_secret,
     parse_settings,
 )
@@ -46,6 +51,9 @@ MAX_VALUE_CHARS = 4000
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """TOML integers are signed 64-bit; larger ones would make a file other tools reject."""
+
+GROUP_MARK = "本群"
+"""Comment on a value a group's own table sets, in `show` inside a group."""
 
 RESTART_KEYS = frozenset({"plugin.command", "plugin.priority"})
 """Keys read once when matchers are registered: edits apply after a restart."""
@@ -179,15 +187,9 @@ class SettingsStore:
 
     def set(self, key: str, raw: str) -> EditResult:
         """Set a dotted key from its text form; validates everything before writing."""
-        if len(raw) > MAX_VALUE_CHARS:
-            raise SettingsError(
-                f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)", key=key
-            )
-        if not raw.isascii():
-            try:  # a lone surrogate from a chat client's JSON cannot be written as UTF-8
-                raw.encode("utf-8")
-            except UnicodeEncodeError:
-                raise SettingsError(f"{key}: value is not valid text", key=key) from None
+        if group := _group_key(key):
+            return self.set_group(*group, raw)
+        _check_raw(key, raw)
         with self._locked():
             document = self._read_document()
             value = convert_value(key, raw, document, self.settings)
@@ -196,6 +198,8 @@ class SettingsStore:
 
     def unset(self, key: str) -> EditResult:
         """Remove a dotted key from the file so its default applies again."""
+        if group := _group_key(key):
+            return self.unset_group(*group)
         with self._locked():
             document = self._read_document()
             parts = _split_key(key)
@@ -204,6 +208,105 @@ class SettingsStore:
                 raise SettingsError(f"{key}: not set in the file (nothing to unset)", key=key)
             del parent[parts[-1]]
             return self._commit(document, key, None)
+
+    # -- group tables ----------------------------------------------------------------------
+
+    def get_group(self, group_id: str, key: str) -> tuple[Any, bool]:
+        """A group's effective value at ``key`` and whether its own table sets it."""
+        _group_path(group_id, key)
+        section, name = key.split(".")
+        value = getattr(getattr(effective(self.settings, group_id), section), name)
+        return mask_tree(value, key), _group_overrides(self.settings, group_id, key)
+
+    def set_group(self, group_id: str, key: str, raw: str) -> EditResult:
+        """Set ``key`` (``persona.name``) in the group's ``[groups."<id>"]`` table."""
+        path = _group_path(group_id, key)
+        _check_raw(path, raw)
+        with self._locked():
+            document = self._read_document()
+            try:
+                value = convert_value(key, raw, document, self.settings)
+            except SettingsError as err:
+                raise SettingsError(f"groups.{group_id}.{err}", key=path) from None
+            _assign_group(document, group_id, key, value)
+            return self._commit(document, path, value)
+
+    def unset_group(self, group_id: str, key: str) -> EditResult:
+        """Drop ``key`` from the group's table (and the table once empty): global applies."""
+        path = _group_path(group_id, key)
+        with self._locked():
+            document = self._read_document()
+            groups = document.get("groups")
+            table = groups.get(group_id) if isinstance(groups, dict) else None
+            section, name = key.split(".")
+            values = table.get(section) if isinstance(table, dict) else None
+            if not isinstance(values, dict) or name not in values:
+                raise SettingsError(f"{path}: not set for this group (nothing to unset)", key=path)
+            del values[name]
+            if not values:
+                del table[section]  # type: ignore[index]
+            if not table:
+                del groups[group_id]  # type: ignore[index]
+            if not groups:
+                del document["groups"]
+            return self._commit(document, path, None)
+
+    def show_group(self, group_id: str, section: str = "", *, everything: bool = False) -> str:
+        """A group's effective settings as TOML, its own overrides marked ``# 本群``.
+
+        Only the keys a group may override, unless ``everything`` (superusers: the whole
+        effective config, secrets masked).
+        """
+        tree = mask_tree(effective(self.settings, group_id), "")
+        tree.pop("groups", None)
+        if not everything:
+            allowed = group_keys()
+            tree = {
+                name: {k: v for k, v in values.items() if f"{name}.{k}" in allowed}
+                for name, values in tree.items()
+                if any(key.startswith(f"{name}.") for key in allowed)
+            }
+        if section:
+            if section not in tree:
+                raise SettingsError(f"{section}: unknown section (see /llm2pic group show)")
+            tree = {section: tree[section]}
+        document = tomlkit.document()
+        for name, values in tree.items():
+            table = tomlkit.table()
+            for key, value in values.items():
+                item = tomlkit.item(value)
+                if _group_overrides(self.settings, group_id, f"{name}.{key}"):
+                    item.comment(GROUP_MARK)
+                table.add(key, item)
+            document.add(name, table)
+        return tomlkit.dumps(document).strip()
+
+    def migrate_deny_list(self, path: Path) -> list[str]:
+        """Move the first release's group deny list (JSON) into the config, once.
+
+        Each listed group without its own ``plugin.enabled`` gets ``plugin.enabled = false``.
+        A marker file beside the list records the move; the list itself is left as it was.
+        Raises ``SettingsError`` (and leaves no marker) when the config cannot take the edit.
+        """
+        marker = path.with_name(f"{path.name}.migrated")
+        if marker.exists() or not path.exists():
+            return []
+        try:
+            listed = sorted({str(group) for group in json.loads(path.read_text("utf-8"))})
+        except (OSError, ValueError, TypeError) as err:
+            log.error("group deny list %s unreadable, not migrated: %s", path, err)
+            return []
+        moved = []
+        with self._locked():
+            document = self._read_document()
+            for group_id in filter(str.isdigit, listed):
+                if _walk(document, ["groups", group_id, "plugin", "enabled"]) is None:
+                    _assign_group(document, group_id, "plugin.enabled", False)
+                    moved.append(group_id)
+            if moved:
+                self._commit(document, "groups", None)
+        atomic_write(marker, f"moved into {self.path}: {', '.join(moved) or 'nothing'}\n")
+        return moved
 
     # -- internals -------------------------------------------------------------------------
 
@@ -260,6 +363,58 @@ class SettingsStore:
         self._mtime_ns = self._stat_mtime()
         self.last_error = None
         return EditResult(key, mask_tree(value, key), key in RESTART_KEYS)
+
+
+def _check_raw(key: str, raw: str) -> None:
+    if len(raw) > MAX_VALUE_CHARS:
+        raise SettingsError(
+            f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)", key=key
+        )
+    if not raw.isascii():
+        try:  # a lone surrogate from a chat client's JSON cannot be written as UTF-8
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SettingsError(f"{key}: value is not valid text", key=key) from None
+
+
+def _group_path(group_id: str, key: str) -> str:
+    """``groups.<id>.<key>`` once the id and the key are fit for a group table."""
+    path = f"groups.{group_id}.{key}"
+    if not group_id.isdigit():
+        raise SettingsError(f"{group_id!r}: a group id is the group's number", key=path)
+    _split_key(key)
+    problem = group_key_problem(key)
+    if problem is None and "." not in key:
+        problem = "is a section, name one of its keys"
+    if problem:
+        raise SettingsError(f"{path}: {problem}", key=path)
+    return path
+
+
+def _group_key(key: str) -> tuple[str, str] | None:
+    """``groups.<id>.<section>.<name>`` as (id, ``section.name``), for the plain set/unset."""
+    parts = key.strip().split(".", 2)
+    return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == "groups" else None
+
+
+def _group_overrides(settings: Settings, group_id: str, key: str) -> bool:
+    section, _, name = key.partition(".")
+    return name in settings.groups.get(group_id, {}).get(section, {})
+
+
+def _assign_group(document: tomlkit.TOMLDocument, group_id: str, key: str, value: Any) -> None:
+    """Write ``section.name = value`` into ``[groups."<id>"]`` as a dotted key."""
+    if "groups" not in document:
+        document["groups"] = tomlkit.table(is_super_table=True)
+    groups: Any = document["groups"]
+    if group_id not in groups:
+        groups.add(SingleKey(group_id, t=KeyType.Basic), tomlkit.table())
+    table = groups[group_id]
+    section, name = key.split(".")
+    if section in table:
+        table[section][name] = value
+    else:
+        table.add(tomlkit.key([section, name]), value)
 
 
 def mask_tree(value: Any, key: str) -> Any:

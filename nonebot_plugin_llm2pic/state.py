@@ -14,7 +14,7 @@ from typing import Any
 from nonebot import get_driver, get_plugin_config, logger
 
 from .config import Config, data_dir, resolve_config_path
-from .group_switch import GroupSwitch
+from .exceptions import SettingsError
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
 from .pipeline import Pipeline
@@ -31,7 +31,13 @@ if store.last_error:
 else:
     logger.info(f"llm2pic: config {store.path}")
 
-groups = GroupSwitch(data_dir() / "disabled_groups.json")
+try:  # the first release kept `/llm2pic off` groups in a JSON deny list
+    moved = store.migrate_deny_list(data_dir() / "disabled_groups.json")
+except SettingsError as err:
+    logger.error(f"llm2pic: group deny list not moved into {store.path}: {err}")
+else:
+    if moved:
+        logger.info(f"llm2pic: groups switched off moved into {store.path}: {', '.join(moved)}")
 history = History()
 limiter = RateLimiter()
 quota = QuotaStore(data_dir() / "quota.sqlite3")

@@ -68,15 +68,13 @@ def _nonebot_init() -> None:
 def config_file() -> Iterator[Path]:
     """The live config file, restored to the packaged example after the test."""
     from nonebot_plugin_llm2pic.settings_store import example_text
-    from nonebot_plugin_llm2pic.state import groups, store
+    from nonebot_plugin_llm2pic.state import store
 
     CONFIG_PATH.write_text(example_text(), "utf-8")
     store.reload()
     yield CONFIG_PATH
     CONFIG_PATH.write_text(example_text(), "utf-8")
     store.reload()
-    for group in list(groups.disabled):
-        groups.set_enabled(group, True)
 
 
 @pytest.fixture

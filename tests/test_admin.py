@@ -144,14 +144,16 @@ async def test_reload_picks_up_hand_edit(app: App, config_file: Path):
 
 
 async def test_off_and_on_by_group_admin(app: App, config_file: Path):
-    """A group admin may switch drawing off and on; the deny list persists."""
-    from nonebot_plugin_llm2pic.state import groups
+    """A group admin may switch drawing off and on; the switch is the group's plugin.enabled."""
+    from nonebot_plugin_llm2pic.settings import effective
+    from nonebot_plugin_llm2pic.state import store
 
     await run_admin(app, group_message("/llm2pic off", user_id=321, role="admin"), "本群已关闭画图")
-    assert not groups.is_enabled("777")
-    assert "777" in groups.path.read_text("utf-8")
+    assert read_config(config_file)["groups"]["777"]["plugin"]["enabled"] is False
+    assert not effective(store.settings, "777").plugin.enabled
     await run_admin(app, group_message("/llm2pic on", user_id=321, role="owner"), "本群已开启画图")
-    assert groups.is_enabled("777")
+    assert read_config(config_file)["groups"]["777"]["plugin"]["enabled"] is True
+    assert effective(store.settings, "777").plugin.enabled
 
 
 async def test_group_admin_cannot_edit_config(app: App, config_file: Path):
@@ -192,14 +194,13 @@ async def test_admin_works_with_plugin_disabled(app: App, config_file: Path):
 
 
 async def test_status_lists_disabled_groups(app: App, config_file: Path):
-    """`status` reports the deny list."""
-    from nonebot_plugin_llm2pic.state import groups
-
-    groups.set_enabled("888", False)
+    """`status` lists the groups switched off."""
     from nonebot_plugin_llm2pic.matchers.admin import _status
+    from nonebot_plugin_llm2pic.state import store
 
-    assert "关闭画图的群：888" in _status()
-    await run_admin(app, private_message("/llm2pic status", user_id=ADMIN), _status())
+    store.set_group("888", "plugin.enabled", "false")
+    assert "关闭画图的群：888" in await _status()
+    await run_admin(app, private_message("/llm2pic status", user_id=ADMIN), await _status())
 
 
 async def test_unknown_verb_replies_usage(app: App, config_file: Path):

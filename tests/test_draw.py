@@ -157,17 +157,35 @@ async def test_switches_silence_natural_triggers(app: App, upstream: FakeOpenAI,
         ctx.should_not_pass_rule(natural)
 
 
-async def test_group_off_and_blocked_user(app: App, upstream: FakeOpenAI):
-    """A group switched off and a blocked user are ignored, `/pic` included."""
+async def test_group_off_answers_pic_once_per_window(app: App, upstream: FakeOpenAI):
+    """In a group switched off, `/pic` gets one notice per user per cooldown window, no job."""
+    from nonebot_plugin_llm2pic import state
+    from nonebot_plugin_llm2pic.matchers.draw import natural, pic_cmd
+
+    state.store.set_group("777", "plugin.enabled", "false")
+    state.store.set("limits.user_cooldown_seconds", "60")
+    user = new_user()
+    for reply in ("本群已关闭画图", None):
+        async with app.test_matcher(pic_cmd) as ctx:
+            bot = make_bot(ctx)
+            event = group_message("/pic 一只猫", user_id=user)
+            ctx.receive_event(bot, event)
+            ctx.should_pass_rule(pic_cmd)
+            if reply:
+                ctx.should_call_send(event, reply, result={"message_id": 1})
+            ctx.should_finished(pic_cmd)
+    async with app.test_matcher(natural) as ctx:
+        bot = make_bot(ctx)
+        ctx.receive_event(bot, group_message("画一张猫咪的图片", user_id=new_user()))
+        ctx.should_not_pass_rule(natural)
+    assert upstream.requests == []
+
+
+async def test_blocked_user_ignored(app: App, upstream: FakeOpenAI):
+    """A blocked user is ignored, `/pic` included."""
     from nonebot_plugin_llm2pic import state
     from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
 
-    state.groups.set_enabled("777", False)
-    async with app.test_matcher(pic_cmd) as ctx:
-        bot = make_bot(ctx)
-        ctx.receive_event(bot, group_message("/pic 一只猫", user_id=new_user()))
-        ctx.should_not_pass_rule(pic_cmd)
-    state.groups.set_enabled("777", True)
     blocked = new_user()
     state.store.set("plugin.blocked_users", f'["{blocked}"]')
     async with app.test_matcher(pic_cmd) as ctx:

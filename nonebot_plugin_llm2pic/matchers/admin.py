@@ -1,7 +1,10 @@
-"""Admin commands: `/llm2pic show|get|set|unset|reload|status|on|off`.
+"""Admin commands: `/llm2pic show|get|set|unset|reload|status|on|off|group`.
 
-Superusers may do everything; group owners/admins only `on`/`off`; anyone else gets no effect
-and no reply. ``plugin.enabled = false`` never disables these commands.
+Superusers may do everything, and edit any group's table from anywhere with
+`/llm2pic group <群号> …`. In a group its owner/admins may switch it off (and on, unless
+whitelist mode is on) and edit its persona texts and trigger/reply switches with
+`/llm2pic group set …`; anyone else gets no effect and no reply. ``plugin.enabled = false``
+never disables these commands.
 """
 
 from __future__ import annotations
@@ -17,15 +20,32 @@ from nonebot.permission import SUPERUSER
 
 from .. import state
 from ..exceptions import SettingsError
+from ..limits import quota_day
+from ..settings import effective, switched_off
 from ..settings_store import is_secret_key
-from ..state import groups, store
+from ..state import store
 from .usage import ADMIN_HELP
 
 USAGE = (
     "用法：/llm2pic show [节] | get <键> | set <键> <值> | unset <键> | reload | status"
-    " | on | off\n"
+    " | on | off | group [群号] show|get|set|unset …\n"
     "键用点号路径，如 limits.user_cooldown_seconds、backends.openai.model"
 )
+GROUP_USAGE = "用法：/llm2pic group [群号] show [节] | get <键> | set <键> <值> | unset <键>"
+GROUP_ADMIN_KEYS = (
+    "persona.name",
+    "persona.description",
+    "persona.appearance",
+    "plugin.natural_language",
+    "plugin.selfie",
+    "plugin.require_mention",
+    "plugin.ack_message",
+    "plugin.show_prompt",
+    "plugin.reply_to_request",
+)
+"""What a group's owner/admins may set in their group's table (superusers: any group key)."""
+PERSONA_MAX_CHARS = 500
+"""Longest persona text a group owner/admin may set."""
 MAX_REPLY_CHARS = 3000
 """Keep a `show` reply within what a QQ message comfortably carries."""
 
@@ -45,16 +65,21 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
     is_superuser = await SUPERUSER(bot, event)
     group_id = str(event.group_id) if isinstance(event, GroupMessageEvent) else None
 
+    await asyncio.to_thread(store.refresh_if_changed)  # the CLI may have edited the file
     if verb in ("on", "off"):
         if group_id is None:
-            await matcher.finish("请在要开关的群里发送这个命令")
-        await asyncio.to_thread(groups.set_enabled, group_id, verb == "on")
-        await matcher.finish("本群已开启画图" if verb == "on" else "本群已关闭画图")
+            await matcher.finish(
+                "请在要开关的群里发送，或私聊：/llm2pic group <群号> set plugin.enabled true|false"
+            )
+        await matcher.finish(await _switch(group_id, verb == "on", is_superuser))
+    if verb == "group":
+        await matcher.finish(_clip(await _group(rest, group_id, is_superuser)))
     if not is_superuser:
-        await matcher.finish()  # owners/admins may only switch their group: no effect, no reply
+        await matcher.finish()  # owners/admins: only the commands above; no effect, no reply
 
-    await asyncio.to_thread(store.refresh_if_changed)  # the CLI may have edited the file
     match verb:
+        case "show" if group_id is not None:
+            reply = await _run(_show_here, group_id, rest)
         case "show":
             reply = await _run(store.show, rest)
         case "get":
@@ -75,12 +100,74 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
         case "reload":
             reply = await _run(_reload)
         case "status":
-            reply = _status()
+            reply = await _status(group_id)
         case "help":
             reply = ADMIN_HELP
         case _:
             reply = USAGE
     await matcher.finish(_clip(reply))
+
+
+async def _switch(group_id: str, on: bool, is_superuser: bool) -> str:
+    """`/llm2pic on|off` in a group: its own ``plugin.enabled``."""
+    if on and not is_superuser and store.settings.plugin.groups_default == "off":
+        return "白名单模式下只有超级用户可以开启本群"
+    reply = await _run(_set_group, group_id, "plugin.enabled", "true" if on else "false")
+    if reply.startswith("未修改"):
+        return reply
+    if on and not store.settings.plugin.enabled:
+        return "本群已开启画图（但全局开关 plugin.enabled = false，仍不会画图）"
+    return "本群已开启画图" if on else "本群已关闭画图"
+
+
+async def _group(rest: str, here: str | None, is_superuser: bool) -> str:
+    """`/llm2pic group [群号] show|get|set|unset …` on one group's table."""
+    first, _, tail = rest.partition(" ")
+    target = here
+    if first.isdigit():
+        if not is_superuser and first != here:
+            return "只有超级用户可以设置其他群"
+        target, rest = first, tail.strip()
+    if target is None:
+        return "私聊时请写群号：" + GROUP_USAGE.removeprefix("用法：")
+    sub, _, args = rest.partition(" ")
+    key, _, value = args.strip().partition(" ")
+    if sub in ("set", "unset") and not is_superuser and key not in GROUP_ADMIN_KEYS:
+        return "群主和管理员只能修改：" + "、".join(GROUP_ADMIN_KEYS)
+    too_long = key.startswith("persona.") and len(value.strip()) > PERSONA_MAX_CHARS
+    match sub:
+        case "show":
+            return await _run(store.show_group, target, args.strip())
+        case "get" if key:
+            return await _run(_get_group, target, key)
+        case "set" if too_long and not is_superuser:
+            return f"未修改：{key} 最多 {PERSONA_MAX_CHARS} 个字"
+        case "set" if key and value.strip():
+            return await _run(_set_group, target, key, value)
+        case "unset" if key:
+            return await _run(_unset_group, target, key)
+    return GROUP_USAGE
+
+
+def _show_here(group_id: str, section: str) -> str:
+    """A superuser's `show` in a group: the whole effective config, the group's own marked."""
+    return store.show_group(group_id, section, everything=True)
+
+
+def _get_group(group_id: str, key: str) -> str:
+    value, own = store.get_group(group_id, key)
+    return f"{key} = {value!r}" + ("（本群设置）" if own else "（全局设置）")
+
+
+def _set_group(group_id: str, key: str, value: str) -> str:
+    result = store.set_group(group_id, key, value)
+    return f"已设置群 {group_id} 的 {key} = {result.value!r}，已生效"
+
+
+def _unset_group(group_id: str, key: str) -> str:
+    store.unset_group(group_id, key)
+    value, _ = store.get_group(group_id, key)
+    return f"已删除群 {group_id} 的 {key}，恢复全局值 {value!r}"
 
 
 async def _run(func, *args: str) -> str:
@@ -112,9 +199,17 @@ def _unset(key: str) -> str:
         return f"已删除 {key}"
 
 
-def _status() -> str:
-    disabled = "、".join(sorted(groups.disabled)) or "无"
-    lines = [f"配置文件：{store.path}", f"关闭画图的群：{disabled}"]
+async def _status(group_id: str | None = None) -> str:
+    settings = store.settings
+    lines = [f"配置文件：{store.path}"]
+    if settings.plugin.groups_default == "off":
+        allowed = [g for g in sorted(settings.groups) if effective(settings, g).plugin.enabled]
+        lines.append(f"白名单模式，开启画图的群：{'、'.join(allowed) or '无'}")
+    else:
+        disabled = [g for g in sorted(settings.groups) if switched_off(settings, g)]
+        lines.append(f"关闭画图的群：{'、'.join(disabled) or '无'}")
+    if group_id is not None:
+        lines += await _group_status(group_id)
     if store.last_error:
         lines.append(f"配置错误（正在使用上一次的有效配置）：{store.last_error}")
     lines.append(f"排队中：{state.queue.waiting}，正在画：{state.queue.running}")
@@ -125,6 +220,22 @@ def _status() -> str:
     if not summary:
         lines.append("启动以来还没有画过图")
     return "\n".join(lines)
+
+
+async def _group_status(group_id: str) -> list[str]:
+    """This group's switch, its own settings and today's drawings against its limit."""
+    settings = store.settings
+    here = effective(settings, group_id)
+    table = settings.groups.get(group_id, {})
+    own = [f"{section}.{name}" for section, values in table.items() for name in values]
+    tz = settings.limits.quota_timezone
+    _, used = await state.quota.usage(user_id="", group_id=group_id, tz=tz)
+    limit = here.limits.group_daily_quota
+    return [
+        f"本群：{'开启' if here.plugin.enabled else '关闭'}画图",
+        f"本群设置：{'、'.join(own) or '无'}",
+        f"本群今日已画：{used}/{limit or '不限'}（{quota_day(tz)}）",
+    ]
 
 
 def _reload() -> str:

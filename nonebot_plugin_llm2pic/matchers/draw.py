@@ -43,7 +43,7 @@ from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
 from ..pipeline import Batch, DrawJob, DrawResult, plan_backend, save_result
 from ..prompt_writer import judge_intent
 from ..recent import RecentPicture
-from ..settings import Settings
+from ..settings import Settings, effective, switched_off
 from ..worker import in_worker
 from .recall import recall_later
 from .record import message_text, sending_picture
@@ -84,14 +84,37 @@ class Request:
 # --- matchers ------------------------------------------------------------------------------------
 
 
+def _group_of(event: MessageEvent) -> str | None:
+    return str(event.group_id) if isinstance(event, GroupMessageEvent) else None
+
+
+def _settings_for(event: MessageEvent) -> Settings:
+    """The settings in force where the event came from: its group's, or the global ones."""
+    return effective(state.store.settings, _group_of(event))
+
+
 def _enabled_here(event: MessageEvent) -> bool:
+    settings = _settings_for(event)
+    return settings.plugin.enabled and event.get_user_id() not in settings.plugin.blocked_users
+
+
+def _switched_off_here(event: MessageEvent) -> bool:
+    """A group switched off with `/llm2pic off` (not one never switched on in whitelist mode)."""
     settings = state.store.settings
-    if not settings.plugin.enabled or event.get_user_id() in settings.plugin.blocked_users:
-        return False
-    return not isinstance(event, GroupMessageEvent) or state.groups.is_enabled(str(event.group_id))
+    group_id = _group_of(event)
+    return (
+        group_id is not None
+        and settings.plugin.enabled
+        and switched_off(settings, group_id)
+        and event.get_user_id() not in settings.plugin.blocked_users
+    )
 
 
-async def _pic_rule(event: MessageEvent) -> bool:
+async def _pic_rule(bot: Bot, event: MessageEvent) -> bool:
+    if isinstance(event, GroupMessageEvent):
+        return _enabled_here(event) or _switched_off_here(event)
+    if state.store.settings.plugin.groups_default == "off" and not await SUPERUSER(bot, event):
+        return False  # whitelist mode: private chats answer superusers only
     return _enabled_here(event)
 
 
@@ -99,7 +122,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
     """A drawing or selfie request in a group that should fire (explicit, or weak and confirmed)."""
     if not _enabled_here(event):
         return False
-    settings = state.store.settings
+    settings = _settings_for(event)
     text, by_name = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     intent = detect_intent(text, has_image=_has_image(event))
     if intent.kind == "draw" and not settings.plugin.natural_language:
@@ -138,14 +161,10 @@ def _reply_id(event: MessageEvent) -> str | None:
     return next((str(s.data["id"]) for s in event.original_message if s.type == "reply"), None)
 
 
-def _group_id(event: MessageEvent) -> str | None:
-    return str(event.group_id) if isinstance(event, GroupMessageEvent) else None
-
-
 def _replied_picture(event: MessageEvent) -> RecentPicture | None:
     """The bot's picture this message replies to, if it is still kept."""
     reply_id = _reply_id(event)
-    return state.recent.by_message(_group_id(event), reply_id) if reply_id else None
+    return state.recent.by_message(_group_of(event), reply_id) if reply_id else None
 
 
 def _has_image(event: MessageEvent) -> bool:
@@ -166,13 +185,18 @@ async def handle_pic(
     bot: Bot, event: MessageEvent, matcher: Matcher, arg: Message = CommandArg()
 ) -> None:
     """`/pic [-n N] [-r] [-b NAME] <描述>`, `/pic help`, `/pic 额度`."""
-    settings = await _fresh_settings()
+    settings = await _fresh_settings(event)
+    if not settings.plugin.enabled:  # switched off here: say so once per user per window
+        window = max(settings.limits.user_cooldown_seconds, 1.0)
+        if state.limiter.should_notify(event.get_user_id(), window=window):
+            await matcher.finish("本群已关闭画图")
+        await matcher.finish()
     may_flag = settings.plugin.allow_flags or await SUPERUSER(bot, event)
     usage = PIC_USAGE + (PIC_FLAGS_USAGE if may_flag else "")
     plain = arg.extract_plain_text().strip()
     if plain in ("help", "帮助", "额度"):
         exempt = settings.limits.superusers_exempt and await SUPERUSER(bot, event)
-        left = await pictures_left(settings, event.get_user_id(), _group_id(event), exempt=exempt)
+        left = await pictures_left(settings, event.get_user_id(), _group_of(event), exempt=exempt)
         if plain == "额度":
             await matcher.finish(left_text(left))
         await matcher.finish(pic_help(settings, may_flag=may_flag, left=left))
@@ -201,7 +225,7 @@ async def handle_pic(
 @natural.handle()
 async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher_state: T_State) -> None:
     """A natural-language or selfie request that passed the rule."""
-    settings = await _fresh_settings()
+    settings = await _fresh_settings(event)
     intent: Intent = matcher_state["intent"]
     text, _ = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     job = DrawJob(
@@ -224,7 +248,7 @@ async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher_state: T_St
 
 def _again_source(event: MessageEvent) -> RecentPicture | None:
     """The picture "再来一张" redraws: the replied one, the user's own recent one, the group's."""
-    group_id = _group_id(event)
+    group_id = _group_of(event)
     return (
         _replied_picture(event)
         or state.recent.last_by_user(group_id, event.get_user_id(), AGAIN_WINDOW)
@@ -275,10 +299,10 @@ def parse_pic_args(text: str) -> tuple[int, bool, str | None, str]:
 # --- acceptance ----------------------------------------------------------------------------------
 
 
-async def _fresh_settings() -> Settings:
-    """The live settings, re-read first if the file changed on disk."""
+async def _fresh_settings(event: MessageEvent) -> Settings:
+    """The event's settings, the file re-read first if it changed on disk."""
     await asyncio.to_thread(state.store.refresh_if_changed)
-    return state.store.settings
+    return _settings_for(event)
 
 
 def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...]:
@@ -339,7 +363,7 @@ def _image_urls(message: Message) -> list[str]:
 
 async def _start(bot: Bot, event: MessageEvent, request: Request) -> None:
     """Refuse what is known to fail or what the limits turn away; else acknowledge and run."""
-    settings = state.store.settings
+    settings = _settings_for(event)
     lowered = request.job.text.lower()
     if any(word and word.lower() in lowered for word in settings.generation.banned_words):
         await _reply(bot, event, settings, "这个描述包含不允许的内容，换一个吧")
@@ -381,7 +405,7 @@ async def _start(bot: Bot, event: MessageEvent, request: Request) -> None:
         message = outcome.message
         if outcome.reason == "quota" and count > 1:
             left = await pictures_left(
-                settings, event.get_user_id(), _group_id(event), exempt=exempt
+                settings, event.get_user_id(), _group_of(event), exempt=exempt
             )
             if left:
                 message = f"今天只剩 {left} 张了，画不了 {count} 张，少要几张吧"
@@ -433,8 +457,8 @@ async def _run_job(
     job = request.job
     delivered = 0
     try:
-        batch = await state.get_pipeline().run_batch(job, ticket)
-        settings = state.store.settings
+        settings = _settings_for(event)
+        batch = await state.get_pipeline().run_batch(job, ticket, settings=settings)
         if settings.plugin.save_images:
             for result in batch.results:
                 await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
@@ -453,18 +477,18 @@ async def _run_job(
                 )
     except Llm2PicError as err:
         logger.warning(f"llm2pic job failed: {err}")
-        await _reply(bot, event, state.store.settings, err.user_message)
+        await _reply(bot, event, _settings_for(event), err.user_message)
     except asyncio.CancelledError:
         raise
     except Exception as err:  # the boundary: never a stack trace in chat, never silence
         logger.opt(exception=err).error("llm2pic job crashed")
-        await _reply(bot, event, state.store.settings, UNEXPECTED_ERROR)
+        await _reply(bot, event, _settings_for(event), UNEXPECTED_ERROR)
     finally:
         ticket.close()
         if reservation is not None and delivered < reservation.units:
             unused = replace(reservation, units=reservation.units - delivered)
             await asyncio.shield(state.quota.release(unused))
-        if ack is not None and state.store.settings.plugin.recall_ack:
+        if ack is not None and _settings_for(event).plugin.recall_ack:
             recall_later(bot, ack.message_id, group_id=_numeric_group(event), sent_at=ack.at)
 
 
@@ -489,7 +513,7 @@ def _remember(event: MessageEvent, job: DrawJob, batch: Batch, sent: _Sent) -> N
         state.recent.add(
             RecentPicture(
                 message_id=str(sent.message_id),
-                group_id=_group_id(event),
+                group_id=_group_of(event),
                 user_id=event.get_user_id(),
                 prompt=result.prompt,
                 style=batch.style,

@@ -22,6 +22,7 @@ from nonebot.message import event_preprocessor
 
 from ..config import PLUGIN_NAME
 from ..history import HistoryEntry, PostedImage
+from ..settings import effective
 from ..state import history, store
 
 SEND_ACTIONS = frozenset({"send_msg", "send_group_msg", "send_group_forward_msg"})
@@ -117,6 +118,9 @@ async def record_bot_message(
         text = message_text(Message(data.get("message", "")))
     if text:
         entry = HistoryEntry(
-            sender=store.settings.persona.name, text=text, time=time.time(), is_bot=True
+            sender=effective(store.settings, str(data["group_id"])).persona.name,
+            text=text,
+            time=time.time(),
+            is_bot=True,
         )
         history.add(str(data["group_id"]), entry)
