@@ -248,10 +248,13 @@ class OneBotClient:
             if action is None or call.action == action:
                 return call
 
-    async def no_call(self, within: float = 1.0) -> None:
-        """Assert the bot makes no API call for a while."""
-        try:
-            call = await asyncio.wait_for(self.calls.get(), within)
-        except asyncio.TimeoutError:
-            return
-        raise AssertionError(f"unexpected call {call.action}: {call.params}")
+    async def no_call(self, within: float = 1.0, *, ignore: frozenset[str] = frozenset()) -> None:
+        """Assert the bot makes no API call (other than ``ignore``d actions) for a while."""
+        deadline = time.monotonic() + within
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                call = await asyncio.wait_for(self.calls.get(), remaining)
+            except asyncio.TimeoutError:
+                return
+            if call.action not in ignore:
+                raise AssertionError(f"unexpected call {call.action}: {call.params}")
