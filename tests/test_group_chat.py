@@ -182,18 +182,20 @@ async def test_superuser_show_in_group_marks_overrides(app: App, config_file: Pa
 
 
 async def test_status_in_group_counts_against_group_limit(app: App, config_file: Path):
-    """`status` in a group shows its switch, its own keys and today's count against its limit."""
+    """`status` in a group shows its switch, its own keys and today's count against its limit.
+
+    A group no other test draws in, so the count is this test's alone."""
     from nonebot_plugin_llm2pic.matchers.admin import _status
     from nonebot_plugin_llm2pic.state import quota, store
 
-    store.set_group("777", "limits.group_daily_quota", "7")
-    reservation = await quota.reserve(user_id="1", group_id="777", user_limit=0, group_limit=0)
+    store.set_group("4242", "limits.group_daily_quota", "7")
+    reservation = await quota.reserve(user_id="1", group_id="4242", user_limit=0, group_limit=0)
     try:
-        text = await _status("777")
+        text = await _status("4242")
         assert "本群：开启画图" in text
         assert "本群设置：limits.group_daily_quota" in text
         assert "本群今日已画：1/7" in text
-        await run_admin(app, group_message("/llm2pic status", user_id=ADMIN), text)
+        await run_admin(app, group_message("/llm2pic status", user_id=ADMIN, group_id=4242), text)
     finally:
         await quota.release(reservation)
 

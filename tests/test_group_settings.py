@@ -51,23 +51,32 @@ def test_allowed_override_applies_to_that_group_only(table, key, value):
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"llm": {"api_key": "sk-x"}}, "groups.123456.llm.api_key: secrets stay global"),
-        ({"llm": {"model": "m"}}, "groups.123456.llm.model: the prompt writer's settings stay"),
-        ({"backends": {"openai": {"model": "x"}}}, "groups.123456.backends.openai: backend tables"),
-        ({"limits": {"max_queue": 3}}, "groups.123456.limits.max_queue: a process-wide limit"),
-        ({"limits": {"job_timeout": 3}}, "groups.123456.limits.job_timeout: a process-wide"),
-        ({"limits": {"max_concurrency": 3}}, "groups.123456.limits.max_concurrency: a process"),
-        ({"limits": {"quota_timezone": "UTC"}}, "groups.123456.limits.quota_timezone: a process"),
-        ({"limits": {"superusers_exempt": False}}, "groups.123456.limits.superusers_exempt: a"),
-        ({"plugin": {"command": "draw"}}, "groups.123456.plugin.command: not a per-group"),
-        ({"plugin": {"groups_default": "off"}}, "groups.123456.plugin.groups_default: not a per"),
-        ({"plugin": {"blocked_users": ["1"]}}, "groups.123456.plugin.blocked_users: not a per"),
-        ({"persona": {"nmae": "x"}}, "groups.123456.persona.nmae: unknown key"),
-        ({"plugin": {"multi_image": "forward"}}, "groups.123456.plugin.multi_image: unknown key"),
-        ({"persona": "小红"}, "groups.123456.persona: expected a table of keys"),
-        ({"limits": {"user_daily_quota": "lots"}}, "groups.123456.limits.user_daily_quota: input"),
-        ({"persona": {"name": 5}}, "groups.123456.persona.name: input should be a valid string"),
-        ({"routing": {"default": "nope"}}, "groups.123456.routing.default: backend 'nope' is not"),
+        ({"llm": {"api_key": "sk-x"}}, "groups.123456.llm.api_key: 密钥只能全局设置"),
+        ({"llm": {"model": "m"}}, "groups.123456.llm.model: 写提示词的 LLM 只能全局设置"),
+        (
+            {"backends": {"openai": {"model": "x"}}},
+            "groups.123456.backends.openai: 后端表只能全局设置",
+        ),
+        ({"limits": {"max_queue": 3}}, "groups.123456.limits.max_queue: 这是全局限额"),
+        ({"limits": {"job_timeout": 3}}, "groups.123456.limits.job_timeout: 这是全局限额"),
+        ({"limits": {"max_concurrency": 3}}, "groups.123456.limits.max_concurrency: 这是全局"),
+        ({"limits": {"quota_timezone": "UTC"}}, "groups.123456.limits.quota_timezone: 这是全局"),
+        ({"limits": {"superusers_exempt": False}}, "groups.123456.limits.superusers_exempt: 这是"),
+        ({"plugin": {"command": "draw"}}, "groups.123456.plugin.command: 这个键不能按群设置"),
+        ({"plugin": {"groups_default": "off"}}, "groups.123456.plugin.groups_default: 这个键不能"),
+        ({"plugin": {"blocked_users": ["1"]}}, "groups.123456.plugin.blocked_users: 这个键不能"),
+        ({"persona": {"nmae": "x"}}, "groups.123456.persona.nmae: 未知的键"),
+        ({"plugin": {"multi_image": "forward"}}, "groups.123456.plugin.multi_image: 未知的键"),
+        ({"persona": "小红"}, "groups.123456.persona: 应为表"),
+        (
+            {"limits": {"user_daily_quota": "lots"}},
+            "groups.123456.limits.user_daily_quota: 应为整数",
+        ),
+        ({"persona": {"name": 5}}, "groups.123456.persona.name: 应为字符串"),
+        (
+            {"routing": {"default": "nope"}},
+            "groups.123456.routing.default: 没有启用名为 'nope' 的后端",
+        ),
     ],
 )
 def test_disallowed_or_invalid_override_says_why(table, message):
@@ -80,13 +89,15 @@ def test_disallowed_or_invalid_override_says_why(table, message):
 
 def test_group_id_must_be_digits():
     """A group table named by anything but the group's number is refused."""
-    with pytest.raises(SettingsError, match=r"groups\.general: a group table is named by"):
+    with pytest.raises(SettingsError, match=r"groups\.general: 群设置要用群号命名"):
         parse_settings({"groups": {"general": {"persona": {"name": "x"}}}})
 
 
 def test_group_route_to_disabled_backend_is_invalid():
     """Disabling a backend a group still routes to is a validation error naming the group."""
-    with pytest.raises(SettingsError, match=r"groups\.123456\.routing\.default: backend 'openai'"):
+    with pytest.raises(
+        SettingsError, match=r"groups\.123456\.routing\.default: 没有启用名为 'openai' 的后端"
+    ):
         parse_settings(
             with_group({"routing": {"default": "openai"}}, backends={"openai": {"enabled": False}})
         )
@@ -168,7 +179,7 @@ def test_group_rejected_edit_changes_nothing(store: SettingsStore):
     for key, value in [("limits.max_queue", "3"), ("routing.default", "nope")]:
         with pytest.raises(SettingsError):
             store.set_group("123456", key, value)
-    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.user_daily_quota: expected"):
+    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.user_daily_quota: 应为"):
         store.set_group("123456", "limits.user_daily_quota", "lots")
     assert store.path.read_bytes() == before
 
@@ -227,7 +238,7 @@ def test_plain_set_and_unset_reach_group_tables(store: SettingsStore):
     result = store.set("groups.123456.persona.name", "小红")
     assert result.key == "groups.123456.persona.name"
     assert effective(store.settings, "123456").persona.name == "小红"
-    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.max_queue: a process-wide"):
+    with pytest.raises(SettingsError, match=r"groups\.123456\.limits\.max_queue: 这是全局限额"):
         store.set("groups.123456.limits.max_queue", "3")
     store.unset("groups.123456.persona.name")
     assert store.settings.groups == {}
@@ -255,16 +266,16 @@ async def test_cli_config_group_set_get_unset(tmp_path: Path):
     code, out, err = await run_cli(
         tmp_path, "config", "group", "123456", "set", "persona.name", "小红"
     )
-    assert (code, out.strip()) == (0, "groups.123456.persona.name = '小红'"), err
+    assert (code, out.splitlines()[0]) == (0, "groups.123456.persona.name = '小红'"), err
     code, out, _ = await run_cli(tmp_path, "config", "group", "123456", "get", "persona.name")
     assert (code, out.strip()) == (0, "'小红'")
     code, _, err = await run_cli(
         tmp_path, "config", "group", "123456", "set", "limits.max_queue", "3"
     )
     assert code == 1
-    assert "groups.123456.limits.max_queue: a process-wide limit" in err
+    assert "groups.123456.limits.max_queue: 这是全局限额" in err
     code, out, _ = await run_cli(tmp_path, "config", "group", "123456", "unset", "persona.name")
-    assert (code, out.strip()) == (0, "unset groups.123456.persona.name")
+    assert (code, out.splitlines()[0]) == (0, "removed groups.123456.persona.name")
     code, out, _ = await run_cli(tmp_path, "config", "group", "123456", "get", "persona.name")
     assert (code, out.strip()) == (0, "'小画'  (global)")
 
