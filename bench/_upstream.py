@@ -47,18 +47,24 @@ class FakeImagesUpstream:
 
     image: bytes
     delay: float = 0.0
+    honours_n: bool = False
+    """True: an answer holds the ``n`` pictures asked for (else always one)."""
     served: list[Served] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
     _body: bytes = b""
+    _b64: str = ""
     _runner: web.AppRunner | None = None
     _port: int = 0
 
     def set_image(self, image: bytes) -> None:
         """Answer with this image from now on (the JSON body is built here, not per request)."""
         self.image = image
-        b64 = base64.b64encode(image).decode("ascii")
-        self._body = json.dumps({"created": 0, "data": [{"b64_json": b64}]}).encode()
+        self._b64 = base64.b64encode(image).decode("ascii")
+        self._body = self._answer(1)
+
+    def _answer(self, count: int) -> bytes:
+        return json.dumps({"created": 0, "data": [{"b64_json": self._b64}] * count}).encode()
 
     async def __aenter__(self) -> FakeImagesUpstream:
         self.set_image(self.image)
@@ -84,10 +90,15 @@ class FakeImagesUpstream:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            await request.read()
+            body = self._body
+            if self.honours_n:
+                count = int(json.loads(await request.read()).get("n") or 1)
+                body = self._answer(count) if count > 1 else body
+            else:
+                await request.read()
             if self.delay:
                 await asyncio.sleep(self.delay)
-            response = web.Response(body=self._body, content_type="application/json")
+            response = web.Response(body=body, content_type="application/json")
             await response.prepare(request)
             await response.write_eof()
         finally:

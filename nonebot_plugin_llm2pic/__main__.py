@@ -17,7 +17,7 @@ from .config import CONFIG_ENV, PLUGIN_NAME
 from .exceptions import Llm2PicError, SettingsError
 from .imaging import convert_image
 from .intent import aspect_hint
-from .pipeline import DrawJob, DrawResult, Pipeline
+from .pipeline import Batch, DrawJob, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm
 from .settings import Settings, routed_backends
 from .settings_store import LAST_GOOD_NAME, SettingsStore
@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
 
     draw = verbs.add_parser("draw", parents=[common], help="run the pipeline once")
     draw.add_argument("text", help="描述 / prompt")
-    draw.add_argument("-o", "--output", default="out.png", help="image file to write")
+    draw.add_argument(
+        "-o", "--output", default="out.png", help="image file to write (several: out-1.png …)"
+    )
+    draw.add_argument("-n", "--count", type=_positive, default=1, help="pictures to draw")
     draw.add_argument("--backend", "-b", help="backend name")
     draw.add_argument("--raw", "-r", action="store_true", help="skip the prompt writer")
     draw.add_argument("--selfie", action="store_true", help="draw the persona as a selfie")
@@ -197,22 +200,45 @@ def _draw(args: argparse.Namespace) -> int:
         )
     output = Path(args.output)
     try:
-        result = asyncio.run(_draw_once(store, args))
-        data = convert_image(result.image.data, output.suffix or ".png")
+        batch = asyncio.run(_draw_once(store, args))
+        files = [
+            (
+                _numbered(output, index, args.count),
+                result,
+                convert_image(result.image.data, output.suffix or ".png"),
+            )
+            for index, result in enumerate(batch.results, start=1)
+        ]
     except Llm2PicError as err:
         return _fail(_one_line(err))
-    output.write_bytes(data)
-    timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
-    sys.stdout.write(
-        f"prompt: {result.prompt}\nbackend: {result.backend}"
-        f"{f' (seed {result.seed})' if result.seed is not None else ''}\n"
-        f"timings: {timings}\nwrote {output} ({len(data)} bytes, "
-        f"{result.image.width}x{result.image.height})\n"
-    )
+    first = batch.results[0]
+    timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in first.timings.items())
+    sys.stdout.write(f"prompt: {first.prompt}\ntimings: {timings}\n")
+    for path, result, data in files:
+        path.write_bytes(data)
+        sys.stdout.write(
+            f"backend: {result.backend}"
+            f"{f' (seed {result.seed})' if result.seed is not None else ''}; "
+            f"wrote {path} ({len(data)} bytes, {result.image.width}x{result.image.height})\n"
+        )
+    if batch.failed:
+        sys.stdout.write(f"{batch.failed} of {args.count} pictures failed (see the log)\n")
     return 0
 
 
-async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResult:
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+def _numbered(output: Path, index: int, count: int) -> Path:
+    """``out.png`` for one picture; ``out-1.png``, ``out-2.png`` … for several."""
+    return output if count == 1 else output.with_name(f"{output.stem}-{index}{output.suffix}")
+
+
+async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> Batch:
     async with new_session() as session:
         pipeline = Pipeline(session, lambda: store.settings)
         job = DrawJob(
@@ -225,8 +251,9 @@ async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResu
                 for source in args.image
             ),
             aspect=aspect_hint(args.text),
+            count=args.count,
         )
-        return await pipeline.run(job)
+        return await pipeline.run_batch(job)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -6,17 +6,23 @@ a request ("画一张…", "帮我画…", "来张自拍", "draw me…") and *we
 message is addressed to the bot or the LLM judge confirms it. Talk *about* pictures ("这张图真好看",
 "他画的好丑", "画图软件哪个好") is "none". A refusal ("别画", "don't draw") is "negative" unless an
 explicit request comes before it in the same message ("画一只猫, 不要画背景").
+
+A request may ask for several pictures ("画4张猫", "来三张…": a numeral + 张/幅; "画三只猫" is one
+picture of three cats) and may ask for *another* picture ("再来一张", "再画一张", "换一张", "重画"):
+alone it reuses the last prompt, with more words ("再来一张，但是要夜景") it amends it. "再来一张"
+run into words that are not a picture ("再来一张牌就赢了") is card-table talk: only a hint.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 IntentKind = Literal["draw", "selfie", "negative", "none"]
 AspectHint = Literal["square", "landscape", "portrait"]
+AgainKind = Literal["alone", "amended"]
 StyleHint = Literal["anime", "real"]
 
 
@@ -32,6 +38,10 @@ class Intent:
     kind: IntentKind
     explicit: bool
     subject: str
+    count: int = 1
+    """Pictures asked for ("画4张猫" → 4); 只/个/位 count the subject ("画三只猫" → 1)."""
+    again: AgainKind | None = None
+    """Another picture: "alone" reuses the last prompt, "amended" rewrites it with the words."""
 
 
 _F = re.IGNORECASE
@@ -41,7 +51,8 @@ _SEP = r"\s,.!?~:;'\"()\[\]、。…【】「」《》\u201c\u201d\u2018\u2019"
 _START = rf"(?:^|(?<=[{_SEP}]))"
 _IMG = r"(?:图片|图|照片|相片|插画|壁纸|头像|美图|表情包|画)"
 _PHOTO = r"(?:照片|相片|近照|生活照|照)"
-_NUM = r"(?:一|1|两|2|几|三|3)"
+_NUMERAL = r"(?:[一二三四五六七八九十两俩]|\d{1,3})"
+_NUM = rf"(?:{_NUMERAL}|几)"
 _CLS = r"(?:张|幅|副|个|只|条|位|头|匹|朵|棵|座|片|份|套|组)"
 # Words that turn a following 画 into a request. The look-behind keeps "我再画一张" and
 # "他帮我画" (someone else drawing) out.
@@ -63,7 +74,7 @@ _EN_OBJECT = (
 _NEGATIVE = [
     re.compile(
         r"(?:别|不要|不用|不必|甭|不许|不准|禁止|停止|不需要|不想要|没让你|谁让你|没叫你|不是让你)"
-        r"\s*(?:再|给我|帮我|又|乱|瞎|随便)?\s*"
+        r"\s*(?:再|给我|帮我|又|乱|瞎|随便|重新|重)?\s*"
         r"(?:画|绘制|发图|发图片|出图|生成|发照片|发自拍|自拍|来图|图片|图|照片)",
         _F,
     ),
@@ -134,6 +145,22 @@ _FETCH_SCENE = re.compile(
     rf"(?<![我他她它])(?:再来|来|整|求)\s*{_NUM}\s*(?:张|幅)(?P<subj>[^{_SEP}]{{2,24}})", _F
 )
 _AGAIN = re.compile(rf"再\s*(?:来|整|发)\s*{_NUM}?\s*(?:{_CLS}|次)", _F)
+# "Another one": 再来/再画 + (numeral) 张/幅/次 is a request; 换一张 and 重画 only hint at one.
+_AGAIN_EXPLICIT = re.compile(
+    rf"(?<![我他她它们])再\s*(?:来|画|整|发|生成)\s*(?P<n>{_NUMERAL})?\s*(?:张|幅|次)(?P<rest>.*)",
+    _F,
+)
+_AGAIN_WEAK = re.compile(
+    rf"(?<![不别要用我他她它])(?:换\s*(?P<n>{_NUMERAL})?\s*(?:张|幅)|重新?画(?:\s*(?P<n2>{_NUMERAL})?\s*(?:张|幅))?)"
+    r"(?P<rest>.*)",
+    _F,
+)
+# Words that make what follows "(再)来一张" table talk rather than a picture ("再来一张牌就赢了").
+_CHATTY = re.compile(r"就|才|吗|呢|牌|赢|输|了$")
+_COUNT = re.compile(
+    rf"(?:^|画出|绘制|画|生成|来|整|发|求|做|出)\s*(?P<n>{_NUMERAL})\s*(?:张|幅)", _F
+)
+_NUMERAL_VALUES = {c: i for i, c in enumerate("一二三四五六七八九十", start=1)} | {"两": 2, "俩": 2}
 _EN_DRAW = re.compile(
     r"(?:^|(?<=[,.!?:;])|\b(?:please|pls|plz|you|u|now|then|again|and)\s+)\s*"
     rf"(?:draw|paint|sketch|illustrate)\s+(?P<rest>{_EN_OBJECT}.*)",
@@ -164,8 +191,8 @@ _EN_SEND_PIC = re.compile(
 
 # --- subject cleanup ----------------------------------------------------------------------------
 _LEADING_MEASURE = re.compile(
-    # "一只猫" → "猫", but "两只猫" keeps its number.
-    rf"^\s*(?:(?:一|1)?\s*(?:张|幅|副|个|只|条|位|头|匹|份)|一下|下|图(?=[{_SEP}]))\s*"
+    # "一只猫" → "猫", but "两只猫" keeps its number; a picture count ("4张") goes.
+    rf"^\s*(?:{_NUMERAL}?\s*(?:张|幅)|(?:一|1)?\s*(?:副|个|只|条|位|头|匹|份)|一下|下|图(?=[{_SEP}]))\s*"
 )
 _LEADING_EN = re.compile(
     r"^(?:(?:me|us)\s+)?(?:(?:a|an|some|another|one)\s+(?:picture|image|pic|photo|drawing|"
@@ -203,11 +230,50 @@ def detect_intent(text: str, *, has_image: bool = False) -> Intent:
     positive = min((m.start() for m in (selfie, draw) if m is not None), default=None)
     if negative is not None and (positive is None or negative.start() <= positive):
         return Intent("negative", True, text)
+    count = picture_count(text)
     if selfie is not None:
-        return Intent("selfie", True, text)
+        return Intent("selfie", True, text, count)
+    again = _again(text, count)
+    if again is not None and (draw is None or again[0] <= draw.start()):
+        return again[1]
     if draw is not None:
-        return Intent("draw", True, subject or text)
-    return _weak(text)
+        return Intent("draw", True, subject or text, count)
+    return replace(_weak(text), count=count)
+
+
+def picture_count(text: str) -> int:
+    """How many pictures a message asks for: a numeral + 张/幅 after the verb ("画4张猫" → 4).
+
+    只/个/位 and the like count the subject, not the pictures: "画三只猫" → 1. Not capped here.
+    """
+    match = _COUNT.search(_normalize(text))
+    return _numeral(match["n"]) if match else 1
+
+
+def _numeral(word: str | None) -> int:
+    if not word:
+        return 1
+    return max(1, int(word) if word.isdigit() else _NUMERAL_VALUES[word])
+
+
+def _again(text: str, count: int) -> tuple[int, Intent] | None:
+    """ "再来一张" and friends: where it starts and the intent (alone or amended)."""
+    match = _AGAIN_EXPLICIT.search(text)
+    weak = match is None
+    if match is None:
+        match = _AGAIN_WEAK.search(text)
+    if match is None:
+        return None
+    groups = match.groupdict()
+    count = _numeral(groups.get("n") or groups.get("n2")) if count == 1 else count
+    rest = match["rest"]
+    subject = _clean_subject(rest)
+    if not subject:
+        return match.start(), Intent("draw", not weak, text, count, "alone")
+    # Words run straight on ("再来一张牌就赢了") are a picture only if they read like one.
+    run_on = not re.match(rf"[{_SEP}]", rest)
+    chat = run_on and not re.search(_IMG, rest) and _CHATTY.search(rest) is not None
+    return match.start(), Intent("draw", not (weak or chat), subject, count, "amended")
 
 
 def _explicit_draw(text: str) -> tuple[re.Match[str] | None, str]:
@@ -221,7 +287,7 @@ def _explicit_draw(text: str) -> tuple[re.Match[str] | None, str]:
     fetches = [m for m in _FETCH.finditer(text) if m["cls"]] + [*_FETCH_SCENE.finditer(text)]
     for match in fetches:
         subject = _clean_subject(match["subj"])
-        if subject and not _ABOUT_YOU.match(subject):
+        if subject and not _ABOUT_YOU.match(subject) and not _CHATTY.search(subject):
             found.append((match.start(), match, subject))
     again = _AGAIN.search(text)
     if again:

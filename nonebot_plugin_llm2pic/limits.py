@@ -383,6 +383,20 @@ class JobQueue:
             self._book(ticket, backend)
         return ticket
 
+    def companion(self, ticket: Ticket, backend: str) -> Ticket:
+        """A ticket for one more picture of ``ticket``'s job, booked right behind it on ``backend``.
+
+        Several pictures of one request are drawn at once, one slot each; the companion waits
+        like any ticket (it is not refused by ``max_queue``: its job was admitted). Close it when
+        its picture is done.
+        """
+        companion = Ticket(self)
+        self._set_state(companion, "waiting")
+        line = self._lanes.setdefault(backend, _Lane()).line
+        line.insert(line.index(ticket) + 1 if ticket in line else len(line), companion)
+        self._booked[companion] = backend
+        return companion
+
     def ahead(self, ticket: Ticket, backend: str) -> int:
         """Jobs ahead of ``ticket`` in ``backend``'s line (holding a slot or booked earlier).
 
@@ -489,6 +503,10 @@ class Ticket:
     def ahead(self, backend: str) -> int:
         """Jobs ahead of this one on ``backend`` (``JobQueue.ahead``)."""
         return self._queue.ahead(self, backend)
+
+    def companion(self, backend: str) -> Ticket:
+        """A ticket for one more picture of this job (``JobQueue.companion``)."""
+        return self._queue.companion(self, backend)
 
     @contextlib.asynccontextmanager
     async def slot(self, backend: str, *, max_concurrency: int) -> AsyncIterator[None]:

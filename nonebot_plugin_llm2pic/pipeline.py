@@ -15,16 +15,18 @@ import itertools
 import json
 import logging
 import os
+import random
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .backends import (
     Aspect,
+    BatchImageBackend,
     GeneratedImage,
     GenerationRequest,
     ImageBackend,
@@ -35,6 +37,7 @@ from .exceptions import (
     BackendError,
     BackendUnavailableError,
     JobTimeoutError,
+    Llm2PicError,
     ReferenceImageError,
     ReferencesUnsupportedError,
 )
@@ -43,7 +46,7 @@ from .imaging import CropSpec, ProcessedImage, process_image_async, sniff_mime
 from .intent import style_hint
 from .limits import JobQueue, Ticket
 from .prompt_writer import finalize_prompt, write_prompt
-from .settings import Settings
+from .settings import GradioBackendSettings, Settings
 from .transport import RequestOptions, download
 
 if TYPE_CHECKING:
@@ -51,12 +54,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nonebot_plugin_llm2pic")
 
+T = TypeVar("T")
+
 LATENCY_SAMPLES = 200
 """Latencies kept per backend for the median in `/llm2pic status`."""
 
 
-ReferenceSource = str | Path
-"""Where a reference image comes from: an http(s) URL (chat), or a local file (the CLI only)."""
+ReferenceSource = str | Path | ReferenceImage
+"""Where a reference image comes from: an http(s) URL (chat), a local file (the CLI only), or
+bytes already at hand (a picture the bot sent)."""
+
+AGAIN_SEEDS = (1, 1_000_000)
+"""Range of the fresh seed an "again" request draws with (Gradio apps cap seeds near here)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,26 @@ class DrawJob:
     """Reference images, fetched by ``Pipeline.run`` within the job's timeout."""
     aspect: Aspect | None = None
     history: tuple[HistoryEntry, ...] = ()
+    count: int = 1
+    """Pictures to draw from one prompt."""
+    prompt: str | None = None
+    """A finished prompt to draw again: no LLM call (``style`` routes it as before)."""
+    style: str | None = None
+    previous_prompt: str = ""
+    """The prompt of the picture this request amends, shown to the LLM as context."""
+    previous_seed: int | None = None
+    """The seed of the picture drawn again: a new one is used."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The pictures of one job (at least one) and what made them."""
+
+    results: tuple[DrawResult, ...]
+    failed: int
+    """Pictures that could not be drawn (or were filtered)."""
+    references: tuple[ReferenceImage, ...]
+    style: str | None
 
 
 @dataclass(frozen=True)
@@ -180,6 +209,9 @@ class Pipeline:
         self.queue = queue or JobQueue()
         self.stats = BackendStats()
         self._backends: dict[str, tuple[object, ImageBackend]] = {}
+        self._batch_ok: dict[str, bool] = {}
+        """Whether a backend's endpoint gave every picture asked of one call (unknown: try);
+        forgotten when the backend's settings change."""
 
     def backend(self, name: str) -> ImageBackend:
         """The backend object for a name, rebuilt when its settings changed."""
@@ -192,14 +224,25 @@ class Pipeline:
         if cached is None or cached[0] is not backend_settings:
             cached = (backend_settings, create_backend(name, backend_settings, self.session))
             self._backends[name] = cached
+            self._batch_ok.pop(name, None)
         return cached[1]
 
     async def run(
         self, job: DrawJob, ticket: Ticket | None = None, *, settings: Settings | None = None
     ) -> DrawResult:
-        """Run one job within `limits.job_timeout`; raise an `Llm2PicError` on failure.
+        """Run a one-picture job within `limits.job_timeout`; raise an `Llm2PicError` on failure.
 
         ``settings``: those of the group the job serves (default: the live global ones).
+        """
+        batch = await self.run_batch(replace(job, count=1), ticket, settings=settings)
+        return batch.results[0]
+
+    async def run_batch(
+        self, job: DrawJob, ticket: Ticket | None = None, *, settings: Settings | None = None
+    ) -> Batch:
+        """Draw ``job.count`` pictures of one prompt within `limits.job_timeout`.
+
+        ``settings`` as for ``run``. Raises the first failure only when no picture was drawn.
         """
         settings = settings or self.settings()
         own_ticket = ticket is None
@@ -217,7 +260,7 @@ class Pipeline:
             if own_ticket:
                 ticket.close()
 
-    async def _run(self, job: DrawJob, ticket: Ticket, settings: Settings) -> DrawResult:
+    async def _run(self, job: DrawJob, ticket: Ticket, settings: Settings) -> Batch:
         timings: dict[str, float] = {}
         references: tuple[ReferenceImage, ...] = ()
         if job.references:
@@ -227,7 +270,10 @@ class Pipeline:
             )
             timings["references"] = time.perf_counter() - started
         started = time.perf_counter()
-        prompt, style = await self._prompt(job, settings)
+        if job.prompt is not None:
+            prompt, style = job.prompt, job.style
+        else:
+            prompt, style = await self._prompt(job, settings)
         timings["prompt"] = time.perf_counter() - started
 
         request = GenerationRequest(
@@ -238,9 +284,7 @@ class Pipeline:
         )
         started = time.perf_counter()
         candidates = self._candidates(job, settings, style)
-        image = await self._first_success(
-            candidates, request, ticket, settings, explicit=bool(job.backend)
-        )
+        images, errors = await self._draw(candidates, request, ticket, settings, job)
         timings["generate"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -250,14 +294,109 @@ class Pipeline:
             if generation.crop_enabled and generation.crop_pixels
             else None
         )
-        processed = await process_image_async(
-            image.data,
-            crop=crop,
-            max_bytes=settings.plugin.max_send_bytes,
-            send_format=settings.plugin.send_format,
+        # max_send_bytes bounds the whole message: each picture gets its share.
+        max_bytes = settings.plugin.max_send_bytes // max(len(images), 1)
+        processed = await asyncio.gather(
+            *(
+                process_image_async(
+                    image.data,
+                    crop=crop,
+                    max_bytes=max_bytes,
+                    send_format=settings.plugin.send_format,
+                )
+                for image in images
+            ),
+            return_exceptions=True,
         )
         timings["process"] = time.perf_counter() - started
-        return DrawResult(processed, prompt, image.backend, image.seed, timings)
+        results = []
+        for image, outcome in zip(images, processed, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Llm2PicError):
+                    raise outcome
+                errors.append(outcome)
+                continue
+            results.append(DrawResult(outcome, prompt, image.backend, image.seed, timings))
+        if not results:
+            raise errors[0]
+        if errors:
+            log.warning("%d of %d pictures failed, first: %s", len(errors), job.count, errors[0])
+        return Batch(tuple(results), job.count - len(results), references, style)
+
+    async def _draw(
+        self,
+        candidates: list[str],
+        request: GenerationRequest,
+        ticket: Ticket,
+        settings: Settings,
+        job: DrawJob,
+    ) -> tuple[list[GeneratedImage], list[Llm2PicError]]:
+        """``job.count`` pictures at once, within the backends' concurrency limits.
+
+        A backend that takes ``n`` is asked for all in one call first (and remembered when its
+        endpoint returns fewer); the rest are single calls, each with its own slot and fallbacks.
+        Seeds differ where the backend takes one. Returns the images and the failures.
+        """
+        explicit = bool(job.backend)
+        images: list[GeneratedImage] = []
+        first = candidates[0]
+        if job.count > 1:
+            backend = self.backend(first)
+            if isinstance(backend, BatchImageBackend) and self._batch_ok.get(first, True):
+                batch = replace(request, n=job.count)
+                try:
+                    images = await self._in_slot(
+                        first, ticket, settings, lambda: backend.generate_batch(batch)
+                    )
+                except BackendError as err:
+                    log.warning("backend %s failed a batch of %d: %s", first, job.count, err)
+                    if explicit or not err.fallback:
+                        raise
+                self._batch_ok[first] = len(images) >= job.count
+        seeds = self._seeds(first, settings, job)
+        tickets = [ticket] + [ticket.companion(first) for _ in range(job.count - len(images) - 1)]
+        try:
+            outcomes = await asyncio.gather(
+                *(
+                    self._first_success(
+                        candidates, replace(request, seed=seed), own, settings, explicit=explicit
+                    )
+                    for own, seed in zip(tickets, seeds[len(images) :], strict=False)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            for own in tickets[1:]:
+                own.close()
+        errors: list[Llm2PicError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Llm2PicError):
+                errors.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                images.append(outcome)
+        return images, errors
+
+    @staticmethod
+    def _seeds(name: str, settings: Settings, job: DrawJob) -> list[int | None]:
+        """Seeds for ``job.count`` pictures on backend ``name``: differing where it takes one.
+
+        A backend with a fixed seed counts up from it; one with a random seed (-1) draws each
+        picture with its own random seed anyway. Drawing again always uses a new seed.
+        """
+        backend = settings.backends.get(name)
+        if not isinstance(backend, GradioBackendSettings):
+            return [None] * job.count
+        if job.prompt is not None:
+            start = random.randint(*AGAIN_SEEDS)
+            if start == job.previous_seed:
+                start += 1
+        elif backend.seed >= 0 and job.count > 1:
+            start = backend.seed
+        else:
+            return [None] * job.count
+        return [start + index for index in range(job.count)]
 
     async def _prompt(self, job: DrawJob, settings: Settings) -> tuple[str, str | None]:
         custom = settings.generation.custom_prompt_add
@@ -271,6 +410,7 @@ class Pipeline:
             job.history,
             selfie=job.selfie,
             prompt_style=style_of.prompt_style if style_of else "natural",
+            previous_prompt=job.previous_prompt,
         )
         return finalize_prompt(written.prompt, custom), written.style
 
@@ -305,17 +445,23 @@ class Pipeline:
     async def _generate(
         self, name: str, request: GenerationRequest, ticket: Ticket, settings: Settings
     ) -> GeneratedImage:
-        """One backend, its own retries included, holding that backend's slot."""
+        """One picture from one backend, its own retries included, holding a slot there."""
         backend = self.backend(name)
+        return await self._in_slot(name, ticket, settings, lambda: backend.generate(request))
+
+    async def _in_slot(
+        self, name: str, ticket: Ticket, settings: Settings, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Run one backend ``call`` holding a slot of backend ``name``; count it in stats."""
         started = time.perf_counter()
         try:
             async with ticket.slot(name, max_concurrency=settings.limits.max_concurrency):
-                image = await backend.generate(request)
+                outcome = await call()
         except BackendError:
             self.stats.record(name, ok=False, seconds=time.perf_counter() - started)
             raise
         self.stats.record(name, ok=True, seconds=time.perf_counter() - started)
-        return image
+        return outcome
 
 
 REFERENCE_MAX_BYTES = 20 * 1024 * 1024
@@ -328,7 +474,10 @@ MAX_REFERENCES = 4
 async def fetch_references(
     session: aiohttp.ClientSession, sources: Sequence[ReferenceSource], *, proxy: str = ""
 ) -> tuple[ReferenceImage, ...]:
-    """Fetch reference images: URLs over http(s) only, local files (CLI); capped, images only."""
+    """Fetch reference images: URLs over http(s) only, local files (CLI); capped, images only.
+
+    Images already at hand (a picture the bot sent) pass through as they are.
+    """
     options = RequestOptions(
         backend="参考图",
         timeout=REFERENCE_TIMEOUT,
@@ -338,6 +487,9 @@ async def fetch_references(
     )
     references = []
     for source in sources[:MAX_REFERENCES]:
+        if isinstance(source, ReferenceImage):
+            references.append(source)
+            continue
         if isinstance(source, Path):
             data = await asyncio.to_thread(_read_reference_file, source)
         else:

@@ -29,6 +29,7 @@ from .exceptions import SettingsError
 
 PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
+MultiImage = Literal["message", "forward"]
 VisionMode = Literal["auto", "on", "off"]
 VisionDetail = Literal["low", "high", "auto"]
 SendFormat = Literal["auto", "original", "jpeg", "png"]
@@ -97,6 +98,9 @@ class PluginSection(_Section):
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     send_format: SendFormat = "auto"
     save_images: bool = False
+    multi_image: MultiImage = "message"
+    recall_ack: bool = True
+    recall_after: float = Field(default=0, ge=0)
     download_proxy: HttpUrl = ""
     groups_default: Literal["on", "off"] = "on"
     """``off`` = whitelist mode: a group draws only once a superuser switched it on."""
@@ -158,6 +162,7 @@ class LimitsSection(_Section):
     max_concurrency: int = Field(default=2, ge=1)
     max_queue: int = Field(default=20, ge=1)
     superusers_exempt: bool = True
+    max_images_per_request: int = Field(default=4, ge=1, le=10)
 
     @model_validator(mode="after")
     def _check_timezone(self) -> LimitsSection:

@@ -19,6 +19,7 @@ from .exceptions import SettingsError
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
 from .pipeline import Pipeline
+from .recent import RecentPictures
 from .settings_store import LAST_GOOD_NAME, RUNNING_LOG, SettingsStore
 from .transport import new_session
 
@@ -53,10 +54,13 @@ history = History()
 limiter = RateLimiter()
 quota = QuotaStore(data_dir() / "quota.sqlite3")
 queue = JobQueue()
+recent = RecentPictures()
 pipeline: Pipeline | None = None
 
 jobs: set[asyncio.Task[None]] = set()
 """Background jobs in flight; shutdown cancels them."""
+chores: set[asyncio.Task[None]] = set()
+"""Background work no job waits for (recalls); shutdown cancels it."""
 watch_config = True
 """Test seam: nonebug's fake bots answer only the API calls a test expects, so in-process tests
 turn the file watcher off; it is tested through a real `serve`."""
@@ -105,13 +109,16 @@ async def _close() -> None:
 
 
 async def cancel_jobs() -> None:
-    """Cancel the background jobs and wait until each has run its cleanup."""
+    """Cancel the background jobs, then the chores, and wait until each has run its cleanup."""
     # A task cancelled before its first step never enters its body, so its `finally` (which
     # gives back the queue place and the quota unit) would never run: let new jobs start first.
     await asyncio.sleep(0)  # their first steps are queued ahead of this task's next one
     for task in list(jobs):
         task.cancel()
     await asyncio.gather(*jobs, return_exceptions=True)
+    for task in list(chores):  # after the jobs: their cleanup may have scheduled a recall
+        task.cancel()
+    await asyncio.gather(*chores, return_exceptions=True)
 
 
 def get_pipeline() -> Pipeline:
@@ -129,3 +136,10 @@ async def spawn(job: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(job)
     jobs.add(task)
     task.add_done_callback(jobs.discard)
+
+
+def background(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a tracked background task, never inline: nothing waits for it."""
+    task = asyncio.create_task(work)
+    chores.add(task)
+    task.add_done_callback(chores.discard)

@@ -83,13 +83,18 @@ def config_file() -> Iterator[Path]:
 @pytest.fixture
 def inline_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs run inside their handler instead of in the background, so nonebug sees the outcome
-    before its `test_matcher` block exits."""
+    before its `test_matcher` block exits. Background chores (recalls) are dropped: their calls
+    would arrive after the block; `test_recall.py` drives them directly. Each test starts with
+    no recent pictures (message ids repeat across tests)."""
     from nonebot_plugin_llm2pic import state
+    from nonebot_plugin_llm2pic.recent import RecentPictures
 
     async def run_inline(job: Coroutine[Any, Any, None]) -> None:
         await job
 
     monkeypatch.setattr(state, "spawn", run_inline)
+    monkeypatch.setattr(state, "background", lambda work: work.close())
+    monkeypatch.setattr(state, "recent", RecentPictures())
 
 
 @pytest.fixture

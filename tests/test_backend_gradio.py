@@ -282,6 +282,15 @@ async def test_real_app_fixed_seed_is_used_and_reported(
     assert result.seed == 4242
 
 
+async def test_real_app_request_seed_overrides_the_configured_one(
+    real_app: RealApp, session: aiohttp.ClientSession
+) -> None:
+    """A request's own seed (several pictures, "again") replaces the configured one."""
+    backend = GradioBackend("zimage", settings(real_app.base_url, seed=4242), session)
+    result = await backend.generate(GenerationRequest(prompt="a cat", seed=777))
+    assert result.seed == 777
+
+
 async def test_real_app_random_seed_is_reported(
     real_app: RealApp, session: aiohttp.ClientSession
 ) -> None:

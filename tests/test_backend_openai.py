@@ -907,3 +907,27 @@ async def test_extra_body_reaches_generations_and_chat():
     for recorded in fake.requests:
         assert recorded.json["modalities"] == ["image", "text"]
         assert "stream" not in recorded.json or recorded.json["stream"] is True
+
+
+async def test_batch_takes_n_pictures_from_one_call(fake: FakeOpenAI, session) -> None:
+    """An endpoint that honours `n` gives every picture from one images call."""
+    fake.honours_n = True
+    backend = make_backend(fake, session)
+    images = await backend.generate_batch(GenerationRequest(prompt="a cat", n=3))
+    assert len(images) == 3
+    assert [r.json["n"] for r in fake.requests] == [3]
+
+
+async def test_batch_returns_what_the_endpoint_gave(fake: FakeOpenAI, session) -> None:
+    """An endpoint that ignores `n` gives one picture; the caller draws the rest."""
+    backend = make_backend(fake, session)
+    images = await backend.generate_batch(GenerationRequest(prompt="a cat", n=3))
+    assert len(images) == 1
+
+
+async def test_batch_in_chat_mode_is_one_call_for_one(fake: FakeOpenAI, session) -> None:
+    """Chat mode cannot ask for several pictures: one is drawn."""
+    backend = make_backend(fake, session, mode="chat", model="img")
+    images = await backend.generate_batch(GenerationRequest(prompt="a cat", n=3))
+    assert len(images) == 1
+    assert "n" not in fake.requests[-1].json

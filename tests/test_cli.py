@@ -216,3 +216,21 @@ async def test_draw_reference_unsupported_fails_before_drawing(tmp_path: Path):
     assert code == 1
     assert "不支持参考图" in err
     assert not (tmp_path / "out.png").exists()
+
+
+async def test_draw_several_writes_numbered_files(tmp_path: Path):
+    """`draw … -n 3 -o out.png` writes out-1.png, out-2.png and out-3.png."""
+    async with FakeOpenAI() as images:
+        images.honours_n = True
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(images))
+        code, out, err = await run_cli(
+            tmp_path, "draw", "a cat", "--raw", "-n", "3", "-o", "out.png"
+        )
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("out*.png")) == [
+        "out-1.png",
+        "out-2.png",
+        "out-3.png",
+    ]
+    assert [r.json["n"] for r in images.requests] == [3]
+    assert out.count("wrote ") == 3

@@ -206,14 +206,15 @@ async def test_pic_command_in_private(app: App, upstream: FakeOpenAI):
     assert upstream.requests[-1].json["prompt"] == "一只戴帽子的狗"
 
 
-FLAGS_USAGE = "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"
+USAGE = "用法：/pic [-n 张数] <描述>，/pic help 查看更多"
+FLAGS_USAGE = USAGE + "（-r 直接用描述当提示词，-b <后端> 指定后端）"
 
 
 @pytest.mark.parametrize(
     ("text", "user", "reply"),
     [
-        ("/pic", None, "用法：/pic <描述>"),
-        ("/pic -x 猫", None, "用法：/pic <描述>"),
+        ("/pic", None, USAGE),
+        ("/pic -x 猫", None, USAGE),
         ("/pic", int(SUPERUSER_ID), FLAGS_USAGE),
         ("/pic -x 猫", int(SUPERUSER_ID), FLAGS_USAGE),
         ("/pic -r 猫", None, "只有超级用户可以使用 -r / -b 参数"),

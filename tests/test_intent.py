@@ -194,3 +194,69 @@ def test_edit_instruction_with_image(text, has_image, kind):
     intent = detect_intent(text, has_image=has_image)
     assert intent.kind == kind
     assert intent.explicit == (kind != "none")
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("画4张猫", 4),
+        ("来三张赛博朋克城市", 3),
+        ("帮我画两幅山水画", 2),
+        ("给我生成俩张图", 2),
+        ("画十张猫", 10),
+        ("画12张猫", 12),
+        ("画三只猫", 1),
+        ("画一个女孩和两位骑士", 1),
+        ("画一只猫拿着两张牌", 1),
+        ("画一张猫", 1),
+        ("画只柴犬", 1),
+        ("再来两张", 2),
+    ],
+)
+def test_picture_count(text: str, count: int) -> None:
+    """A numeral + 张/幅 after the verb counts pictures; 只/个/位 count the subject."""
+    assert detect_intent(text).count == count
+
+
+@pytest.mark.parametrize(
+    ("text", "explicit", "again", "subject"),
+    [
+        ("再来一张", True, "alone", "再来一张"),
+        ("再画一张", True, "alone", "再画一张"),
+        ("再来一张吧！", True, "alone", "再来一张吧!"),
+        ("好看，再来一张", True, "alone", "好看,再来一张"),
+        ("换一张", False, "alone", "换一张"),
+        ("重画", False, "alone", "重画"),
+        ("再来一张，但是要夜景", True, "amended", "但是要夜景"),
+        ("再画一张夜景", True, "amended", "夜景"),
+        ("再来一张夜景图", True, "amended", "夜景"),
+        ("重画，背景换成夜景", False, "amended", "背景换成夜景"),
+        ("再来一张牌就赢了", False, "amended", "牌就赢了"),
+    ],
+)
+def test_again(text: str, explicit: bool, again: str, subject: str) -> None:
+    """ "Another one" alone reuses the prompt, with words amends it; 换一张/重画 only hint."""
+    intent = detect_intent(text)
+    assert (intent.kind, intent.explicit, intent.again, intent.subject) == (
+        DRAW,
+        explicit,
+        again,
+        subject,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("来一张牌就赢了", NONE),
+        ("我再画一张", NONE),
+        ("我换一张头像", NONE),
+        ("不用重画", NEGATIVE),
+        ("别换了", NONE),
+        ("再来一张自拍", SELFIE),
+    ],
+)
+def test_not_again(text: str, kind: str) -> None:
+    """Card talk, someone else redrawing, refusals and selfies are not "another picture"."""
+    intent = detect_intent(text)
+    assert (intent.kind, intent.again) == (kind, None)

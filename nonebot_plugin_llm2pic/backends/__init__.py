@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 from typing_extensions import assert_never
 
 from ..settings import GradioBackendSettings, OpenAIBackendSettings
-from .base import Aspect, GeneratedImage, GenerationRequest, ImageBackend, ReferenceImage
+from .base import (
+    Aspect,
+    BatchImageBackend,
+    GeneratedImage,
+    GenerationRequest,
+    ImageBackend,
+    ReferenceImage,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -16,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Aspect",
+    "BatchImageBackend",
     "GeneratedImage",
     "GenerationRequest",
     "ImageBackend",

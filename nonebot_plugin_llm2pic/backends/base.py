@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..transport import ProbeResult
@@ -27,6 +27,10 @@ class GenerationRequest:
     negative_prompt: str = ""
     references: tuple[ReferenceImage, ...] = ()
     aspect: Aspect | None = None
+    seed: int | None = None
+    """A seed for backends that take one (None: the backend's configured seed)."""
+    n: int = 1
+    """Pictures wanted from one call, where the backend can draw several (``generate_batch``)."""
 
 
 @dataclass(frozen=True)
@@ -53,4 +57,16 @@ class ImageBackend(Protocol):
 
     async def probe(self) -> ProbeResult:
         """Check reachability and auth without generating; a typed error when unusable."""
+        ...
+
+
+@runtime_checkable
+class BatchImageBackend(ImageBackend, Protocol):
+    """A backend that may draw several pictures in one call."""
+
+    async def generate_batch(self, request: GenerationRequest) -> list[GeneratedImage]:
+        """Up to ``request.n`` images from one call (at least one), or raise a ``BackendError``.
+
+        An endpoint may return fewer than asked; the caller draws the rest one by one.
+        """
         ...

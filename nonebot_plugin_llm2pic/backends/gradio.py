@@ -315,16 +315,17 @@ class GradioBackend:
         resolution = resolution_for(settings.resolution, request.aspect, self._resolution_choices)
         size = _SIZE.search(resolution)
         width, height = (int(size[1]), int(size[2])) if size else (0, 0)
+        seed = settings.seed if request.seed is None else request.seed
         return {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
-            "seed": settings.seed,
+            "seed": seed,
             "resolution": resolution,
             "width": width,
             "height": height,
             "steps": settings.steps,
             "shift": settings.shift,
-            "random_seed": settings.seed == -1,
+            "random_seed": seed == -1,
             "image": None,
         }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..chat_api import (
@@ -77,13 +78,12 @@ class OpenAIBackend:
 
     async def generate(self, request: GenerationRequest) -> GeneratedImage:
         """Draw one image (retries included), or raise a ``BackendError``."""
+        request = replace(request, n=1)
         opts = self._options(self._settings.timeout)
         if self._settings.mode == "chat":
             url, read = api_url(self._base_url, "chat/completions"), self._chat_result
-        elif request.references:
-            url, read = api_url(self._base_url, "images/edits"), self._images_result
         else:
-            url, read = api_url(self._base_url, "images/generations"), self._images_result
+            url, read = self._images_url(request), self._images_result
 
         async def attempt() -> GeneratedImage:
             # Built per attempt: an aiohttp FormData can be sent only once.
@@ -94,6 +94,41 @@ class OpenAIBackend:
                 return await read(resp, opts)
 
         return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
+
+    async def generate_batch(self, request: GenerationRequest) -> list[GeneratedImage]:
+        """Up to ``request.n`` images from one images call (``n``); chat and SSE draw one.
+
+        Some endpoints return one picture whatever ``n`` says; the caller draws the rest.
+        """
+        if request.n <= 1 or self._settings.mode == "chat" or self._settings.use_sse:
+            return [await self.generate(request)]
+        opts = self._options(self._settings.timeout)
+        url = self._images_url(request)
+
+        async def attempt() -> list[GeneratedImage]:
+            payload, form = self._body(request)
+            async with open_response(
+                self._session, "POST", url, opts, json=payload, data=form
+            ) as resp:
+                if is_event_stream(resp, opts):
+                    return [await self._images_result(resp, opts)]
+                answer = await read_json(resp, opts)
+                data = answer.get("data") if isinstance(answer, dict) else None
+                items = (
+                    [item for item in data if isinstance(item, dict)]
+                    if isinstance(data, list)
+                    else []
+                )
+                items = items[: request.n]
+                if not items:
+                    raise self._upstream("the images answer has no data[0]")
+                return [await self._image_from_item(item, opts) for item in items]
+
+        return await with_retries(attempt, retries=self._settings.retries, backend=self.name)
+
+    def _images_url(self, request: GenerationRequest) -> str:
+        path = "images/edits" if request.references else "images/generations"
+        return api_url(self._base_url, path)
 
     async def probe(self) -> ProbeResult:
         """Reach and auth without generating (``GET /models``, else an empty request)."""
@@ -143,7 +178,11 @@ class OpenAIBackend:
         return self._settings.size
 
     def _images_payload(self, request: GenerationRequest) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self._settings.model, "prompt": request.prompt, "n": 1}
+        payload: dict[str, Any] = {
+            "model": self._settings.model,
+            "prompt": request.prompt,
+            "n": request.n,
+        }
         payload.update(self._optional_fields(request))
         payload.update(self._extra_fields())
         if self._settings.use_sse:
@@ -168,6 +207,8 @@ class OpenAIBackend:
         form = aiohttp.FormData()
         form.add_field("model", self._settings.model)
         form.add_field("prompt", request.prompt)
+        if request.n > 1:
+            form.add_field("n", str(request.n))
         for key, value in self._optional_fields(request).items():
             form.add_field(key, value)
         if self._settings.use_sse:

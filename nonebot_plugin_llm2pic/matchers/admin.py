@@ -24,6 +24,7 @@ from ..limits import quota_day
 from ..settings import effective, switched_off
 from ..settings_store import RUNNING_CHAT, is_secret_key
 from ..state import store
+from .usage import ADMIN_HELP
 
 USAGE = (
     "用法：/llm2pic show [节] | get <键> | set <键> <值> | unset <键> | reload | status"
@@ -100,6 +101,8 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
             reply = await _run(_reload)
         case "status":
             reply = await _status(group_id)
+        case "help":
+            reply = ADMIN_HELP
         case _:
             reply = USAGE
     await matcher.finish(_clip(reply))

@@ -3,7 +3,9 @@
 Handlers parse the request, refuse what is known to fail (banned words, an unreadable reply,
 references no backend takes, an unknown backend), let ``limits.admit`` decide on cooldown, queue
 and quota, acknowledge, and hand the job to a tracked background task. Every accepted request
-ends in exactly one outcome reply: the image, or one short Chinese reason.
+ends in exactly one outcome: its pictures (one message, or one merged forward), or one short
+Chinese reason. Each picture is one unit of daily quota; units of pictures not delivered are
+given back. Delivered pictures are kept in ``state.recent`` for replies and "再来一张".
 """
 
 from __future__ import annotations
@@ -32,16 +34,20 @@ from nonebot.permission import SUPERUSER
 from nonebot.typing import T_State
 
 from .. import state
+from ..backends import ReferenceImage
 from ..config import data_dir
 from ..exceptions import Llm2PicError
 from ..history import HistoryEntry
-from ..intent import aspect_hint, detect_intent
+from ..intent import Intent, aspect_hint, detect_intent, picture_count
 from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
-from ..pipeline import DrawJob, DrawResult, plan_backend, save_result
+from ..pipeline import Batch, DrawJob, DrawResult, plan_backend, save_result
 from ..prompt_writer import judge_intent
+from ..recent import RecentPicture
 from ..settings import Settings, effective, switched_off
 from ..worker import in_worker
+from .recall import recall_later
 from .record import message_text, sending_picture
+from .usage import left_text, pic_help, pictures_left
 
 IMAGE_SEND_TIMEOUT = 60.0
 IMAGE_SEND_TIMEOUT_PER_MB = 40.0
@@ -51,9 +57,12 @@ report), so the wait for the send is ``IMAGE_SEND_TIMEOUT`` plus ``IMAGE_SEND_TI
 per MB of image, capped."""
 OUTBOX_KEEP = 20
 """Files kept in the `send_mode = "file"` outbox; older ones are deleted."""
-PIC_USAGE = "用法：/pic <描述>"
+PIC_USAGE = "用法：/pic [-n 张数] <描述>，/pic help 查看更多"
 PIC_FLAGS_USAGE = "（-r 直接用描述当提示词，-b <后端> 指定后端）"
 UNEXPECTED_ERROR = "出错了，请稍后再试"
+AGAIN_WINDOW = 30 * 60
+"""A user's own last picture is what "再来一张" redraws for this many seconds."""
+NOTHING_TO_REDRAW = "还没有可以重画的图，说说想画什么吧"
 
 settings_at_start = state.store.settings
 PRIORITY = settings_at_start.plugin.priority
@@ -68,6 +77,8 @@ class Request:
     """Natural-language trigger: limit refusals are answered at most once per window."""
     reply_unreadable: bool = False
     """The message quotes another one that could not be fetched (expired, pre-restart)."""
+    capped: int = 0
+    """More pictures were asked for than ``max_images_per_request``: this cap was applied."""
 
 
 # --- matchers ------------------------------------------------------------------------------------
@@ -120,7 +131,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
         return False
     if intent.kind not in ("draw", "selfie"):
         return False
-    addressed = event.is_tome() or by_name
+    addressed = event.is_tome() or by_name or _replied_picture(event) is not None
     if settings.plugin.require_mention and not addressed:
         return False
     if not intent.explicit and not addressed:
@@ -143,6 +154,19 @@ def _strip_persona_name(text: str, name: str) -> tuple[str, bool]:
     return text[len(name) :].lstrip(" ,，:：!！~～、"), True
 
 
+def _reply_id(event: MessageEvent) -> str | None:
+    """The id of the message this one replies to, if any."""
+    if event.reply is not None:
+        return str(event.reply.message_id)
+    return next((str(s.data["id"]) for s in event.original_message if s.type == "reply"), None)
+
+
+def _replied_picture(event: MessageEvent) -> RecentPicture | None:
+    """The bot's picture this message replies to, if it is still kept."""
+    reply_id = _reply_id(event)
+    return state.recent.by_message(_group_of(event), reply_id) if reply_id else None
+
+
 def _has_image(event: MessageEvent) -> bool:
     """The message carries an image, or replies to one (or to a message we could not read)."""
     if any(seg.type in ("image", "reply") for seg in event.original_message):
@@ -160,7 +184,7 @@ natural = on_message(rule=_natural_rule, priority=PRIORITY + 1, block=True)
 async def handle_pic(
     bot: Bot, event: MessageEvent, matcher: Matcher, arg: Message = CommandArg()
 ) -> None:
-    """`/pic [-r] [-b NAME] <描述>`."""
+    """`/pic [-n N] [-r] [-b NAME] <描述>`, `/pic help`, `/pic 额度`."""
     settings = await _fresh_settings(event)
     if not settings.plugin.enabled:  # switched off here: say so once per user per window
         window = max(settings.limits.user_cooldown_seconds, 1.0)
@@ -169,8 +193,15 @@ async def handle_pic(
         await matcher.finish()
     may_flag = settings.plugin.allow_flags or await SUPERUSER(bot, event)
     usage = PIC_USAGE + (PIC_FLAGS_USAGE if may_flag else "")
+    plain = arg.extract_plain_text().strip()
+    if plain in ("help", "帮助", "额度"):
+        exempt = settings.limits.superusers_exempt and await SUPERUSER(bot, event)
+        left = await pictures_left(settings, event.get_user_id(), _group_of(event), exempt=exempt)
+        if plain == "额度":
+            await matcher.finish(left_text(left))
+        await matcher.finish(pic_help(settings, may_flag=may_flag, left=left))
     try:
-        raw, backend, text = parse_pic_args(arg.extract_plain_text())
+        count, raw, backend, text = parse_pic_args(plain)
     except ValueError:
         await matcher.finish(usage)
     if not text:
@@ -186,6 +217,7 @@ async def handle_pic(
         backend=backend,
         aspect=aspect_hint(text),
         history=_history(event, settings),
+        count=count or picture_count(text),
     )
     await _start(bot, event, await _with_references(bot, event, job, natural=False))
 
@@ -194,24 +226,66 @@ async def handle_pic(
 async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher_state: T_State) -> None:
     """A natural-language or selfie request that passed the rule."""
     settings = await _fresh_settings(event)
-    intent = matcher_state["intent"]
+    intent: Intent = matcher_state["intent"]
     text, _ = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     job = DrawJob(
         text=intent.subject or text,
         selfie=intent.kind == "selfie",
         aspect=aspect_hint(text),
         history=_history(event, settings),
+        count=intent.count,
     )
+    if intent.again is not None:
+        source = _again_source(event)
+        if source is None and intent.again == "alone":
+            await _reply(bot, event, settings, NOTHING_TO_REDRAW)
+            return
+        if source is not None:
+            await _start(bot, event, Request(_again_job(job, intent, text, source), natural=True))
+            return
     await _start(bot, event, await _with_references(bot, event, job, natural=True))
 
 
-def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
-    """Leading ``-r/--raw`` and ``-b/--backend NAME`` flags, then the description."""
+def _again_source(event: MessageEvent) -> RecentPicture | None:
+    """The picture "再来一张" redraws: the replied one, the user's own recent one, the group's."""
+    group_id = _group_of(event)
+    return (
+        _replied_picture(event)
+        or state.recent.last_by_user(group_id, event.get_user_id(), AGAIN_WINDOW)
+        or state.recent.last_in_group(group_id)
+    )
+
+
+def _again_job(job: DrawJob, intent: Intent, text: str, source: RecentPicture) -> DrawJob:
+    """Draw ``source`` again: alone with its prompt and a new seed, amended through the LLM."""
+    job = replace(
+        job,
+        references=source.references,
+        aspect=aspect_hint(text) or aspect_hint(source.request_text),
+    )
+    if intent.again == "alone":
+        return replace(
+            job,
+            text=source.request_text,
+            prompt=source.prompt,
+            style=source.style,
+            previous_seed=source.seed,
+        )
+    return replace(job, text=text, previous_prompt=source.prompt)
+
+
+def parse_pic_args(text: str) -> tuple[int, bool, str | None, str]:
+    """Leading ``-n N``, ``-r/--raw`` and ``-b/--backend NAME`` flags, then the description.
+
+    ``N`` is 0 when not given.
+    """
     words = shlex.split(text.strip(), posix=True) if text.strip() else []
-    raw, backend = False, None
+    count, raw, backend = 0, False, None
     while words and words[0].startswith("-"):
         flag = words.pop(0)
-        if flag in ("-r", "--raw"):
+        if flag in ("-n", "--count") and words and words[0].isdigit() and int(words[0]) > 0:
+            count = int(words.pop(0))
+        elif flag in ("-r", "--raw"):
             raw = True
         elif flag in ("-b", "--backend") and words:
             backend = words.pop(0)
@@ -219,7 +293,7 @@ def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
             backend = flag.split("=", 1)[1]
         else:
             raise ValueError(flag)
-    return raw, backend, " ".join(words).strip()
+    return count, raw, backend, " ".join(words).strip()
 
 
 # --- acceptance ----------------------------------------------------------------------------------
@@ -255,10 +329,13 @@ async def _with_references(
     bot: Bot, event: MessageEvent, job: DrawJob, *, natural: bool
 ) -> Request:
     """Add the reference image URLs of the message and of the message it replies to."""
-    urls = _image_urls(event.original_message)
+    urls: list[str | ReferenceImage] = [*_image_urls(event.original_message)]
     unreadable = False
     reply = event.reply
-    if reply is None and any(seg.type == "reply" for seg in event.original_message):
+    replied = _replied_picture(event)
+    if replied is not None:  # our own picture: its bytes are at hand, get_msg may fail
+        urls.append(ReferenceImage(replied.image, replied.mime))
+    elif reply is None and any(seg.type == "reply" for seg in event.original_message):
         reply_id = next(seg.data["id"] for seg in event.original_message if seg.type == "reply")
         try:  # the adapter's own get_msg failed or was skipped: try once more
             fetched = await bot.get_msg(message_id=int(reply_id))
@@ -301,6 +378,11 @@ async def _start(bot: Bot, event: MessageEvent, request: Request) -> None:
         return
 
     limits = settings.limits
+    most = limits.max_images_per_request
+    if request.job.count > most:
+        request = replace(request, job=replace(request.job, count=most), capped=most)
+    count = request.job.count
+    exempt = limits.superusers_exempt and await SUPERUSER(bot, event)
     outcome = await admit(
         limiter=state.limiter,
         queue=state.queue,
@@ -316,17 +398,29 @@ async def _start(bot: Bot, event: MessageEvent, request: Request) -> None:
         user_id=event.get_user_id(),
         group_id=str(event.group_id) if isinstance(event, GroupMessageEvent) else None,
         backend=backend,
-        exempt=limits.superusers_exempt and await SUPERUSER(bot, event),
+        units=count,
+        exempt=exempt,
     )
     if isinstance(outcome, Refusal):
-        await _refuse(bot, event, settings, request, outcome.message)
+        message = outcome.message
+        if outcome.reason == "quota" and count > 1:
+            left = await pictures_left(
+                settings, event.get_user_id(), _group_of(event), exempt=exempt
+            )
+            if left:
+                message = f"今天只剩 {left} 张了，画不了 {count} 张，少要几张吧"
+        await _refuse(bot, event, settings, request, message)
         return
+    ack_id = None
     if settings.plugin.ack_message:
         ahead = outcome.ticket.ahead(backend)
         waits = ahead >= limits.max_concurrency  # it will queue: say how many are before it
         ack = settings.plugin.ack_message + (f"（前面还有 {ahead} 个）" if waits else "")
-        await _reply(bot, event, settings, ack)
-    await state.spawn(_run_job(bot, event, request.job, outcome.ticket, outcome.reservation))
+        if request.capped:
+            ack += f"（一次最多 {request.capped} 张）"
+        ack_id = await _reply(bot, event, settings, ack)
+    ack = _Sent(ack_id, time.monotonic()) if ack_id is not None else None
+    await state.spawn(_run_job(bot, event, request, outcome.ticket, outcome.reservation, ack))
 
 
 async def _refuse(
@@ -343,17 +437,44 @@ async def _refuse(
 # --- the job -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A message the bot sent: its id and when (``time.monotonic()``), for recalls."""
+
+    message_id: int
+    at: float
+
+
 async def _run_job(
-    bot: Bot, event: MessageEvent, job: DrawJob, ticket: Ticket, reservation: Reservation | None
+    bot: Bot,
+    event: MessageEvent,
+    request: Request,
+    ticket: Ticket,
+    reservation: Reservation | None,
+    ack: _Sent | None,
 ) -> None:
-    """Run the pipeline, send the outcome; release quota on failure."""
-    delivered = False
+    """Run the pipeline, send the outcome, give back the units of undelivered pictures."""
+    job = request.job
+    delivered = 0
     try:
         settings = _settings_for(event)
-        result = await state.get_pipeline().run(job, ticket, settings=settings)
+        batch = await state.get_pipeline().run_batch(job, ticket, settings=settings)
         if settings.plugin.save_images:
-            await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
-        delivered = await _send_result(bot, event, settings, result)
+            for result in batch.results:
+                await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
+        note = _batch_note(batch, request.capped if ack is None else 0)
+        sent = await _send_batch(bot, event, settings, batch, note)
+        if sent is not None:
+            delivered = len(batch.results)
+            _remember(event, job, batch, sent)
+            if settings.plugin.recall_after > 0:
+                recall_later(
+                    bot,
+                    sent.message_id,
+                    group_id=_numeric_group(event),
+                    sent_at=sent.at,
+                    delay=settings.plugin.recall_after,
+                )
     except Llm2PicError as err:
         logger.warning(f"llm2pic job failed: {err}")
         await _reply(bot, event, _settings_for(event), err.user_message)
@@ -364,39 +485,136 @@ async def _run_job(
         await _reply(bot, event, _settings_for(event), UNEXPECTED_ERROR)
     finally:
         ticket.close()
-        if reservation is not None and not delivered:
-            await asyncio.shield(state.quota.release(reservation))
+        if reservation is not None and delivered < reservation.units:
+            unused = replace(reservation, units=reservation.units - delivered)
+            await asyncio.shield(state.quota.release(unused))
+        if ack is not None and _settings_for(event).plugin.recall_ack:
+            recall_later(bot, ack.message_id, group_id=_numeric_group(event), sent_at=ack.at)
 
 
-async def _send_result(
-    bot: Bot, event: MessageEvent, settings: Settings, result: DrawResult
-) -> bool:
-    """Send the image once; a failure becomes a text notice, never a resend."""
-    if settings.plugin.send_mode == "file":
-        path = await asyncio.to_thread(_write_send_file, result)
-        message = Message(MessageSegment.image(path))
-    else:
-        # Encoded in the image worker: given bytes, the adapter would base64 them on the loop.
-        message = Message(MessageSegment.image(await in_worker(_base64_uri, result.image.data)))
-    if settings.plugin.show_prompt:
-        message += MessageSegment.text(f"\n提示词：{result.prompt}")
-    try:
-        with sending_picture(result.prompt):
-            await bot.send(
-                event,
-                message,
-                reply_message=settings.plugin.reply_to_request,
-                _timeout=image_send_timeout(len(result.image.data)),
+def _numeric_group(event: MessageEvent) -> int | None:
+    return event.group_id if isinstance(event, GroupMessageEvent) else None
+
+
+def _batch_note(batch: Batch, capped: int) -> str:
+    """What the pictures' message says besides them: failures, and the cap when no ack said it."""
+    notes = []
+    if batch.failed:
+        notes.append(f"有 {batch.failed} 张没画出来")
+    if capped:
+        notes.append(f"一次最多 {capped} 张")
+    return "（" + "，".join(notes) + "）" if notes else ""
+
+
+def _remember(event: MessageEvent, job: DrawJob, batch: Batch, sent: _Sent) -> None:
+    """Keep the delivered pictures for replies to them and for "再来一张"."""
+    now = time.time()
+    for result in batch.results:
+        state.recent.add(
+            RecentPicture(
+                message_id=str(sent.message_id),
+                group_id=_group_of(event),
+                user_id=event.get_user_id(),
+                prompt=result.prompt,
+                style=batch.style,
+                backend=result.backend,
+                seed=result.seed,
+                image=result.image.data,
+                mime=result.image.mime,
+                references=batch.references,
+                request_text=job.text,
+                created=now,
             )
+        )
+
+
+async def _send_batch(
+    bot: Bot, event: MessageEvent, settings: Settings, batch: Batch, note: str
+) -> _Sent | None:
+    """Send the pictures once, as one message or one merged forward; None when that failed.
+
+    A failure becomes a text notice, never a resend.
+    """
+    images = [await _image_segment(settings, result) for result in batch.results]
+    text = ""
+    if settings.plugin.show_prompt:
+        text += f"\n提示词：{batch.results[0].prompt}"
+    text += note and f"\n{note}"
+    size = sum(len(result.image.data) for result in batch.results)
+    forward = settings.plugin.multi_image == "forward" and len(images) > 1
+    try:
+        with sending_picture(batch.results[0].prompt):
+            if forward:
+                answer = await _send_forward(bot, event, settings, images, text.strip(), size)
+            else:
+                message = Message(images)
+                if text:
+                    message += MessageSegment.text(text)
+                answer = await bot.send(
+                    event,
+                    message,
+                    reply_message=settings.plugin.reply_to_request,
+                    _timeout=image_send_timeout(size),
+                )
     except (NetworkError, ApiNotAvailable) as err:
         logger.warning(f"llm2pic image send timed out or failed: {err!r}")
         await _reply(bot, event, settings, "图片发送超时，可能已经发出；如果没看到，请稍后再试")
-        return False
+        return None
     except ActionFailed as err:
         logger.warning(f"llm2pic image send refused: {err}")
         await _reply(bot, event, settings, "图片发送失败（可能被风控或图片过大），请稍后再试")
-        return False
-    return True
+        return None
+    return _Sent(_message_id(answer), time.monotonic())
+
+
+async def _image_segment(settings: Settings, result: DrawResult) -> MessageSegment:
+    if settings.plugin.send_mode == "file":
+        return MessageSegment.image(await asyncio.to_thread(_write_send_file, result))
+    # Encoded in the image worker: given bytes, the adapter would base64 them on the loop.
+    return MessageSegment.image(await in_worker(_base64_uri, result.image.data))
+
+
+async def _send_forward(
+    bot: Bot,
+    event: MessageEvent,
+    settings: Settings,
+    images: list[MessageSegment],
+    text: str,
+    size: int,
+) -> object:
+    """One merged forward: a node per picture (and one for the text) from the bot itself.
+
+    ``size``: the pictures' bytes, for the send timeout.
+    """
+    name = settings.persona.name or "画图"
+    contents = [Message(image) for image in images] + ([Message(text)] if text else [])
+    nodes = [
+        MessageSegment.node_custom(user_id=int(bot.self_id), nickname=name, content=content)
+        for content in contents
+    ]
+    if isinstance(event, GroupMessageEvent):
+        return await bot.call_api(
+            "send_group_forward_msg",
+            group_id=event.group_id,
+            messages=nodes,
+            _timeout=image_send_timeout(size),
+        )
+    return await bot.call_api(
+        "send_private_forward_msg",
+        user_id=event.user_id,
+        messages=nodes,
+        _timeout=image_send_timeout(size),
+    )
+
+
+def _message_id(answer: object) -> int:
+    """The ``message_id`` OneBot returned for a send (0 when it gave none)."""
+    if isinstance(answer, dict):
+        try:
+            return int(answer.get("message_id") or 0)
+        except (TypeError, ValueError):
+            return 0
+    return 0
 
 
 def image_send_timeout(size: int) -> float:
@@ -421,11 +639,16 @@ def _write_send_file(result: DrawResult) -> Path:
     return path
 
 
-async def _reply(bot: Bot, event: MessageEvent, settings: Settings, text: str) -> None:
-    """A text reply, quoting the request when configured; a failed send is only logged."""
+async def _reply(bot: Bot, event: MessageEvent, settings: Settings, text: str) -> int | None:
+    """A text reply, quoting the request when configured; its message id (None: not sent).
+
+    A failed send is only logged.
+    """
     try:
-        await bot.send(event, text, reply_message=settings.plugin.reply_to_request)
+        answer = await bot.send(event, text, reply_message=settings.plugin.reply_to_request)
     except (ActionFailed, NetworkError, ApiNotAvailable) as err:
         # ApiNotAvailable: the OneBot connection is gone. Raising here would skip the job that
         # owns the queue place and quota unit just taken for this request, leaking both.
         logger.warning(f"llm2pic reply failed: {err!r}")
+        return None
+    return _message_id(answer) or None

@@ -25,7 +25,7 @@ from ..history import HistoryEntry, PostedImage
 from ..settings import effective
 from ..state import history, store
 
-SEND_ACTIONS = frozenset({"send_msg", "send_group_msg"})
+SEND_ACTIONS = frozenset({"send_msg", "send_group_msg", "send_group_forward_msg"})
 IMAGE_PLACEHOLDER = "[图片]"
 
 _picture_prompt: ContextVar[str | None] = ContextVar("llm2pic_picture_prompt", default=None)

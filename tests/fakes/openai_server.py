@@ -90,6 +90,7 @@ class FakeOpenAI(LoopbackServer):
         self.peak_in_flight = 0  # most image requests handled at once
         self.replies: list[Reply] = []
         self.has_models = True  # False: no GET /models route (many relays), a plain 404
+        self.honours_n = False  # True: an images answer holds `n` pictures (else always one)
         self.files: dict[str, tuple[bytes, str]] = {}
         self.requests: list[Recorded] = []
 
@@ -195,7 +196,9 @@ class FakeOpenAI(LoopbackServer):
             else {"b64_json": self.b64, "revised_prompt": None}
         )
         if not self._wants_sse(recorded):
-            return await self._send(request, json.dumps({"created": _now(), "data": [item]}))
+            count = _asked_n(recorded) if self.honours_n else 1
+            body = {"created": _now(), "data": [item] * count}
+            return await self._send(request, json.dumps(body))
         if self.events is not None:
             return await self._send_sse(request, self.events)
         if self.stream_style == "relay":
@@ -370,3 +373,10 @@ def _invalid_request(message: str, param: str, code: str | None = None) -> web.R
 
 def _now() -> int:
     return int(time.time())
+
+
+def _asked_n(recorded: Recorded) -> int:
+    """The ``n`` an images request asked for (JSON field or multipart part), default 1."""
+    if recorded.json is not None:
+        return int(recorded.json.get("n") or 1)
+    return next((int(p.data) for p in recorded.parts if p.name == "n"), 1)
