@@ -46,6 +46,7 @@ class PluginSection(_Section):
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     save_images: bool = False
+    download_proxy: str = ""
 
 
 class PersonaSection(_Section):
