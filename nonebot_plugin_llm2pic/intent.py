@@ -342,3 +342,11 @@ def style_hint(text: str) -> StyleHint | None:
         (m.start(), kind) for kind, pattern in _STYLES if (m := pattern.search(text))
     ]
     return max(hits)[1] if hits else None
+
+
+_POINTS_AT_PICTURE = re.compile(r"这张|那张|刚才的图|上面的图|这种|同款|照着")
+
+
+def points_at_picture(text: str) -> bool:
+    """Whether a request points at a picture in the chat (这张, 那张, 刚才的图, 同款, 照着…)."""
+    return bool(_POINTS_AT_PICTURE.search(_normalize(text)))
