@@ -15,6 +15,7 @@ from .fakes.openai_server import FakeOpenAI
 from .fakes.vision_llm import FakeVisionLlm
 from .onebot_client import OneBotClient, ServeProcess, message_segments, message_text
 from .test_chat_e2e import ACK, quoted_id
+from .test_cli import run_cli, write_config
 
 
 def photo(colour: tuple[int, int, int]) -> bytes:
@@ -63,3 +64,22 @@ async def test_reply_to_photo_redrawn_on_default_gradio(tmp_path: Path) -> None:
     assert "a orange picture" in gradio.call_bodies()[-1]["data"][0]
     assert [(image.label, image.colour) for image in llm.seen] == [("参考图 1", "orange")]
     assert llm.violations == []
+
+
+async def test_cli_draw_with_image_redraws_on_gradio(tmp_path: Path) -> None:
+    """`draw "画成动漫风" --image PATH` takes the same path: the LLM sees it, Gradio draws it."""
+    (tmp_path / "ref.jpg").write_bytes(photo((30, 60, 220)))
+    async with FakeVisionLlm() as llm, FakeGradio() as gradio:
+        write_config(
+            tmp_path,
+            llm={"base_url": llm.base_url, "model": "vision-model"},
+            backends={"zimage": {"base_url": gradio.base_url, "retries": 0}},
+        )
+        code, out, err = await run_cli(
+            tmp_path, "draw", "画成动漫风", "--image", "ref.jpg", "-o", "out.png"
+        )
+    assert code == 0, err
+    assert "a blue picture" in out
+    assert "backend: zimage" in out
+    assert "a blue picture" in gradio.call_bodies()[-1]["data"][0]
+    assert (tmp_path / "out.png").exists()
