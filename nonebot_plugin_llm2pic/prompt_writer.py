@@ -438,8 +438,9 @@ async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> Probe
 async def probe_llm_vision(session: aiohttp.ClientSession, settings: Settings) -> ProbeResult:
     """For ``check``: whether the LLM accepts a tiny test picture (labelled 「参考图 1」).
 
-    ``ok`` is False only when ``vision = "on"`` and the model refuses pictures; other failures
-    raise the typed error (the reach probe reports those).
+    A text-only model is fine under ``auto`` (pictures are then not sent) and a
+    ``VisionRefusedError`` under ``on``; other failures raise their typed error. Nothing is
+    remembered: the probe teaches the running bot nothing.
     """
     llm = settings.llm
     if not llm.configured:
@@ -459,7 +460,7 @@ async def probe_llm_vision(session: aiohttp.ClientSession, settings: Settings) -
         if not refuses_images(err):
             raise
         if llm.vision == "on":
-            return ProbeResult(ok=False, detail=f"refused the test picture (vision = on): {err}")
+            raise VisionRefusedError(f"refused the test picture: {err}", model=llm.model) from err
         return ProbeResult(ok=True, detail="text-only model: pictures will not be sent")
     seen = " ".join(clean_output(answer)[0].split()[:4]) or "(empty)"
     return ProbeResult(ok=True, detail=f"accepted a test picture (answered: {seen})")

@@ -469,21 +469,30 @@ async def test_selfie_redraws_the_picture_with_the_bot(
 
 
 @pytest.mark.parametrize(
-    ("mode", "vision", "ok", "detail"),
+    ("mode", "detail"),
     [
-        ("vision", "auto", True, "accepted a test picture (answered: a red picture)"),
-        ("refuse", "auto", True, "text-only model: pictures will not be sent"),
-        ("no_endpoints", "on", False, "refused the test picture (vision = on)"),
+        ("vision", "accepted a test picture (answered: a red picture)"),
+        ("refuse", "text-only model: pictures will not be sent"),
+        ("no_endpoints", "text-only model: pictures will not be sent"),
     ],
 )
 async def test_check_probes_a_test_picture(
-    llm: FakeVisionLlm, gradio: FakeGradio, mode: Any, vision: str, ok: bool, detail: str
+    llm: FakeVisionLlm, gradio: FakeGradio, mode: Any, detail: str
 ) -> None:
     """`check` sends one tiny picture labelled 参考图 1 and says whether the LLM took it."""
     llm.mode = mode
     async with new_session() as session:
-        result = await probe_llm_vision(session, on_gradio(llm, gradio, vision=vision))
-    assert result.ok is ok
-    assert result.detail.startswith(detail)
+        result = await probe_llm_vision(session, on_gradio(llm, gradio))
+    assert result.detail == detail
     assert llm.violations == []
     assert prompt_writer.TEXT_ONLY_MODELS == set()  # a probe teaches the running bot nothing
+
+
+async def test_check_fails_a_text_only_model_under_vision_on(
+    llm: FakeVisionLlm, gradio: FakeGradio
+) -> None:
+    """With `vision = "on"` a model refusing the test picture is an error for `check`."""
+    llm.mode = "refuse"
+    async with new_session() as session:
+        with pytest.raises(VisionRefusedError):
+            await probe_llm_vision(session, on_gradio(llm, gradio, vision="on"))
