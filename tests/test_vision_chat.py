@@ -47,6 +47,7 @@ async def setup(
         state.store.set("llm.model", "vision-model")
         state.store.set("limits.user_cooldown_seconds", "0")
         yield llm, gradio, cdn
+    prompt_writer.TEXT_ONLY_MODELS.clear()
 
 
 def replying_to(cdn: FakeOpenAI, colour: tuple[int, int, int]) -> Reply:
@@ -141,3 +142,33 @@ async def test_judge_sees_the_replied_picture(app: App, setup) -> None:
         ctx.should_not_pass_rule(natural)  # the fake answers a prompt, not "yes"
     assert [(image.label, image.colour) for image in llm.seen] == [("参考图 1", "blue")]
     assert "Newest message" in llm.calls[-1].text
+
+
+async def test_text_only_model_found_mid_job_then_refused_up_front(app: App, setup) -> None:
+    """A model refusing pictures: the first redraw fails after the ack, the next before it."""
+    from nonebot_plugin_llm2pic.matchers.draw import natural
+
+    llm, gradio, cdn = setup
+    llm.mode = "no_endpoints"
+    failed = (
+        "绘图服务 zimage 不支持参考图，提示词模型（LLM）也没能看图（模型不接受图片），"
+        "请只用文字描述"
+    )
+    event = group_message("画成动漫风", user_id=new_user(), reply=replying_to(cdn, RED))
+    async with app.test_matcher(natural) as ctx:
+        bot = make_bot(ctx)
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
+        ctx.should_call_send(event, failed, result={"message_id": 2}, reply_message=True)
+    event = group_message("画成动漫风", user_id=new_user(), reply=replying_to(cdn, RED))
+    async with app.test_matcher(natural) as ctx:
+        bot = make_bot(ctx)
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(
+            event,
+            "绘图服务 zimage 不支持参考图，请只用文字描述",
+            result={"message_id": 3},
+            reply_message=True,
+        )
+    assert len(llm.bodies) == 1
+    assert gradio.call_bodies() == []

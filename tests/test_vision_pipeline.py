@@ -10,7 +10,7 @@ OpenAI fake's ``/files`` route.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,10 @@ EXPIRED_BODY = b'{"retcode":-5503007,"retmsg":"download url has expired"}'
 
 
 @pytest.fixture(autouse=True)
-def _forget_text_only_models() -> None:
-    """The text-only memory lives until restart: each test starts from a fresh process's."""
+def _forget_text_only_models() -> Iterator[None]:
+    """The text-only memory lives until restart: each test runs as in a fresh process."""
+    prompt_writer.TEXT_ONLY_MODELS.clear()
+    yield
     prompt_writer.TEXT_ONLY_MODELS.clear()
 
 
