@@ -19,6 +19,7 @@ PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
 VisionMode = Literal["auto", "on", "off"]
 VisionDetail = Literal["low", "high", "auto"]
+SendFormat = Literal["auto", "original", "jpeg", "png"]
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
@@ -45,6 +46,7 @@ class PluginSection(_Section):
     ack_message: str = "收到，正在画…"
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
+    send_format: SendFormat = "auto"
     save_images: bool = False
     download_proxy: str = ""
 

@@ -30,10 +30,11 @@ from PIL import Image, ImageOps
 
 from .exceptions import BackendError, BackendStatusError, ImageError, ReferenceImageError
 from .history import HistoryEntry
-from .imaging import _decode, _flatten, _opaque, _open, in_worker, sniff_mime
+from .imaging import _decode, _flatten, _opaque, _open, sniff_mime
 from .intent import points_at_picture
 from .settings import LlmSection, VisionDetail
 from .transport import RequestOptions, download
+from .worker import in_worker
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)

@@ -19,7 +19,7 @@ from nonebot_plugin_llm2pic import prompt_writer
 from .fakes.gradio_server import IMAGE_PATH, FakeGradio
 from .fakes.openai_server import FakeOpenAI
 from .fakes.vision_llm import FakeVisionLlm
-from .test_draw import ACK, make_bot, new_user
+from .test_draw import ACK, expect_ack_and_image, make_bot, new_user
 from .utils import group_message
 
 RED = (220, 30, 30)
@@ -67,14 +67,7 @@ def replying_to(cdn: FakeOpenAI, colour: tuple[int, int, int]) -> Reply:
 
 
 def expect_ack_and_picture(ctx, event, gradio: FakeGradio) -> None:
-    ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
-    ctx.should_call_send(
-        event,
-        Message(MessageSegment.image(gradio.files[IMAGE_PATH])),
-        result={"message_id": 2},
-        reply_message=True,
-        _timeout=120.0,
-    )
+    expect_ack_and_image(ctx, event, gradio.files[IMAGE_PATH])
 
 
 async def test_reply_to_photo_redrawn_on_gradio(app: App, setup) -> None:
