@@ -364,6 +364,23 @@ async def test_references_first_then_chat_pictures_within_the_cap(
     assert llm.violations == []
 
 
+async def test_chat_pictures_come_through_download_proxy(
+    llm: FakeVisionLlm, gradio: FakeGradio, edits: FakeOpenAI
+) -> None:
+    """Chat pictures are fetched through `plugin.download_proxy` (the link itself is dead)."""
+    host(edits, "blue.png", picture(BLUE))
+    history = (posted("小明", "http://127.0.0.1:9/files/blue.png"),)  # nothing listens there
+    settings = settings_for(
+        {"zimage": gradio_backend(gradio.base_url)},
+        llm=llm_table(llm, vision_chat_images=1),
+        plugin={"download_proxy": edits.url("")},
+    )
+    async with pipeline_for(settings) as pipeline:
+        await pipeline.run(DrawJob("照着这张画一只猫", history=history))
+    assert [image.colour for image in llm.seen] == ["blue"]
+    assert [r.path for r in edits.requests] == ["/files/blue.png"]
+
+
 # --- inputs ----------------------------------------------------------------------------------
 
 
