@@ -83,3 +83,27 @@ async def test_cli_draw_with_image_redraws_on_gradio(tmp_path: Path) -> None:
     assert "backend: zimage" in out
     assert "a blue picture" in gradio.call_bodies()[-1]["data"][0]
     assert (tmp_path / "out.png").exists()
+
+
+def vision_row(table: str) -> list[str]:
+    """The status and detail of the `vision` row of a `check` table."""
+    [line] = [line for line in table.splitlines() if line.startswith("vision ")]
+    return line.removeprefix("vision").strip().split(None, 1)
+
+
+async def test_check_shows_whether_the_llm_took_a_test_picture(tmp_path: Path) -> None:
+    """`check` has a `vision` row: accepted by a vision model, text-only for another."""
+    async with FakeVisionLlm() as llm, FakeGradio() as gradio:
+        write_config(
+            tmp_path,
+            llm={"base_url": llm.base_url, "model": "vision-model"},
+            backends={"zimage": {"base_url": gradio.base_url}},
+        )
+        code, out, err = await run_cli(tmp_path, "check")
+        assert code == 0, out + err
+        assert vision_row(out) == ["ok", "accepted a test picture (answered: a red picture)"]
+        llm.mode = "no_endpoints"
+        code, out, _ = await run_cli(tmp_path, "check")
+        assert code == 0
+        assert vision_row(out) == ["ok", "text-only model: pictures will not be sent"]
+    assert [image.label for image in llm.seen] == ["参考图 1"]
