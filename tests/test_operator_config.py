@@ -73,7 +73,7 @@ async def test_config_flag_anywhere_edits_that_file(tmp_path: Path, args):
     code, out, err = await cli(tmp_path, *args)
     assert code == 0, err
     new = tmp_path / "new.toml"
-    assert tomlkit.parse(new.read_text("utf-8"))["persona"]["name"] == "X"
+    assert tomlkit.parse(new.read_text("utf-8")).unwrap()["persona"]["name"] == "X"
     assert f"wrote {new}" in out
     assert not list(tmp_path.glob("config/**/llm2pic.toml"))  # the default file is untouched
 
@@ -83,7 +83,7 @@ async def test_config_show_section_prints_valid_toml(tmp_path: Path):
     code, out, err = await cli(tmp_path, "config", "show", "backends.openai", "--config", "c.toml")
     assert code == 0, err
     assert out.startswith("[backends.openai]\n")
-    assert tomlkit.parse(out)["backends"]["openai"]["type"] == "openai"
+    assert tomlkit.parse(out).unwrap()["backends"]["openai"]["type"] == "openai"
 
 
 async def test_config_unset_removes_key_and_names_file(tmp_path: Path):
@@ -95,7 +95,7 @@ async def test_config_unset_removes_key_and_names_file(tmp_path: Path):
     )
     assert code == 0, err
     assert f"wrote {path}" in out
-    assert "max_queue" not in tomlkit.parse(path.read_text("utf-8"))["limits"]
+    assert "max_queue" not in tomlkit.parse(path.read_text("utf-8")).unwrap()["limits"]
 
 
 # -- bug 7: adding a backend key by key says how to do it in one line ------------------------
@@ -296,7 +296,7 @@ def test_show_backend_uses_table_headers(tmp_path: Path):
     store.load()
     text = store.show("backends.openai")
     assert text.startswith("[backends.openai]\n")
-    assert tomlkit.parse(text)["backends"]["openai"]["model"] == "gpt-image-1"
+    assert tomlkit.parse(text).unwrap()["backends"]["openai"]["model"] == "gpt-image-1"
 
 
 async def test_chat_show_backend_is_valid_toml(app: App, config_file: Path):
