@@ -9,14 +9,27 @@ value given.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .exceptions import SettingsError
 
 PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
+AvatarSubjects = Literal["self", "members", "off"]
+
+DEFAULT_AVATAR_URL = "https://q1.qlogo.cn/g?b=qq&nk={user_id}&s=640"
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
@@ -44,12 +57,35 @@ class PluginSection(_Section):
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     save_images: bool = False
+    avatar_url: str = DEFAULT_AVATAR_URL
+    avatar_subjects: AvatarSubjects = "self"
+
+    @field_validator("avatar_url")
+    @classmethod
+    def _check_avatar_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("plugin.avatar_url: needs an http:// or https:// URL")
+        if "{user_id}" not in value:
+            raise ValueError("plugin.avatar_url: must contain {user_id} (the QQ number)")
+        return value
 
 
 class PersonaSection(_Section):
     name: str = "小画"
     description: str = ""
     appearance: str = ""
+    reference_images: list[str] = []
+    """Image files (relative to the config file) or http(s) URLs showing the bot's look."""
+
+    @field_validator("reference_images")
+    @classmethod
+    def _check_reference_images(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        roots = (info.context or {}).get(REFERENCE_ROOTS_CONTEXT)
+        for entry in value:
+            problem = reference_problem(entry, roots)
+            if problem:
+                raise ValueError(f"persona.reference_images: {entry!r} {problem}")
+        return value
 
 
 class LlmSection(_Section):
@@ -76,6 +112,7 @@ class RoutingSection(_Section):
     fallback: list[str] = []
     anime: str = ""
     real: str = ""
+    selfie: str = ""
 
 
 class GenerationSection(_Section):
@@ -219,6 +256,7 @@ class Settings(_Section):
             "routing.default": [self.routing.default],
             "routing.anime": [self.routing.anime] if self.routing.anime else [],
             "routing.real": [self.routing.real] if self.routing.real else [],
+            "routing.selfie": [self.routing.selfie] if self.routing.selfie else [],
             "routing.fallback": self.routing.fallback,
         }
         for key, values in routed.items():
@@ -234,10 +272,16 @@ class Settings(_Section):
 _SETTINGS_ADAPTER = TypeAdapter(Settings)
 
 
-def parse_settings(data: dict[str, Any]) -> Settings:
-    """Validate a plain TOML dict; raise ``SettingsError`` naming the first bad key."""
+def parse_settings(data: dict[str, Any], roots: tuple[Path, ...] | None = None) -> Settings:
+    """Validate a plain TOML dict; raise ``SettingsError`` naming the first bad key.
+
+    ``roots``: the config file's folder first, then the other folders reference image files may
+    live in (the data dir); given, relative file entries are resolved against the first and must
+    land inside one of them.
+    """
+    context = {REFERENCE_ROOTS_CONTEXT: roots} if roots else None
     try:
-        return _SETTINGS_ADAPTER.validate_python(data)
+        return _SETTINGS_ADAPTER.validate_python(data, context=context)
     except ValidationError as err:
         raise settings_error_from(err) from None
 
@@ -270,6 +314,35 @@ def settings_error_from(err: ValidationError) -> SettingsError:
             given = _short(item.get("input"))
             lines.append(f"{key}: {item['msg'].lower()}, got {given}")
     return SettingsError("; ".join(lines), key=first_key)
+
+
+REFERENCE_ROOTS_CONTEXT = "reference_roots"
+
+
+def is_url(entry: str) -> bool:
+    """A ``persona.reference_images`` entry given as an http(s) URL."""
+    return entry.startswith(("http://", "https://"))
+
+
+def resolve_reference(entry: str, roots: tuple[Path, ...]) -> Path:
+    """A file entry of ``persona.reference_images`` as an absolute path (``roots[0]`` = base)."""
+    return (roots[0] / Path(entry).expanduser()).resolve()
+
+
+def reference_problem(entry: str, roots: tuple[Path, ...] | None) -> str:
+    """Why an entry cannot be a reference image ("" when it can); paths checked given roots."""
+    if is_url(entry):
+        return ""
+    if not entry.strip():
+        return "is empty"
+    if "://" in entry or entry.lower().startswith(("data:", "file:")):
+        return "must be an image file or an http(s) URL"
+    if roots is None:
+        return ""
+    path = resolve_reference(entry, roots)
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
+        return "must be inside the config file's folder or the plugin data dir"
+    return ""
 
 
 def _short(value: Any, limit: int = 60) -> str:

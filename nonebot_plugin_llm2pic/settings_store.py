@@ -95,8 +95,10 @@ class EditResult:
 class SettingsStore:
     """Owns the path, the live ``Settings`` and the lock every edit takes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data_dir: Path | None = None) -> None:
         self.path = path
+        self.data_dir = data_dir
+        """Where else reference image files may live besides the config file's folder."""
         self.settings = Settings()
         self.last_error: SettingsError | None = None
         self._mtime_ns: int | None = None
@@ -151,6 +153,11 @@ class SettingsStore:
             return False
         log.info("config %s changed on disk, reloaded", self.path)
         return True
+
+    @property
+    def reference_roots(self) -> tuple[Path, ...]:
+        """Folders persona reference files may live in; relative entries start at the first."""
+        return (self.path.parent, *([self.data_dir] if self.data_dir else []))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -244,14 +251,14 @@ class SettingsStore:
         mtime = self._stat_mtime()
         if mtime is None:
             raise SettingsError(f"{self.path} does not exist (deleted?)")
-        return parse_settings(self._read_document().unwrap()), mtime
+        return parse_settings(self._read_document().unwrap(), self.reference_roots), mtime
 
     def _apply(self, parsed: tuple[Settings, int | None]) -> None:
         self.settings, self._mtime_ns = parsed
         self.last_error = None
 
     def _commit(self, document: tomlkit.TOMLDocument, key: str, value: Any) -> EditResult:
-        settings = parse_settings(document.unwrap())
+        settings = parse_settings(document.unwrap(), self.reference_roots)
         try:
             atomic_write(self.path, tomlkit.dumps(document))
         except OSError as err:

@@ -23,7 +23,7 @@ from .transport import new_session
 
 plugin_config = get_plugin_config(Config)
 
-store = SettingsStore(resolve_config_path(plugin_config.llm2pic_config))
+store = SettingsStore(resolve_config_path(plugin_config.llm2pic_config), data_dir())
 store.load()
 if store.last_error:
     logger.error(f"llm2pic: {store.path} is invalid, running with defaults: {store.last_error}")
