@@ -30,6 +30,8 @@ CropPosition = Literal["top", "bottom", "left", "right"]
 AvatarSubjects = Literal["self", "members", "off"]
 
 DEFAULT_AVATAR_URL = "https://q1.qlogo.cn/g?b=qq&nk={user_id}&s=640"
+VisionMode = Literal["auto", "on", "off"]
+VisionDetail = Literal["low", "high", "auto"]
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
@@ -100,6 +102,11 @@ class LlmSection(_Section):
     context_time_minutes: int = Field(default=30, ge=0)
     judge_intent: bool = False
     proxy: str = ""
+    vision: VisionMode = "auto"
+    vision_detail: VisionDetail = "low"
+    vision_max_side: int = Field(default=1024, ge=64, le=4096)
+    vision_max_images: int = Field(default=3, ge=1, le=16)
+    vision_chat_images: int = Field(default=0, ge=0, le=16)
 
     @property
     def configured(self) -> bool:
