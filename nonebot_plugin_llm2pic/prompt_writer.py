@@ -26,7 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .chat_api import ChatMessage, ChatRequest, post_chat, probe_api
+from .backends import ReferenceImage
+from .chat_api import (
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    ImagePart,
+    TextPart,
+    post_chat,
+    probe_api,
+)
 from .exceptions import (
     BackendConnectionError,
     BackendError,
@@ -39,6 +48,7 @@ from .exceptions import (
 from .history import HistoryEntry
 from .settings import LlmSection, PromptStyle, Settings, resolve_secret
 from .transport import ProbeResult, RequestOptions
+from .vision import prepare_image_async
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)
@@ -133,6 +143,13 @@ SELFIE_INSTRUCTION = (
     "Selfie mode: draw the bot itself (its appearance above) taking a selfie with a "
     "front-facing phone camera, looking at the camera with a natural expression, in a scene "
     "that fits the request and the recent chat."
+)
+
+LOOK_INSTRUCTION = (
+    "These reference images show one character: the bot whose selfies an image generator will "
+    "draw. Describe the character's look so that it can be drawn the same way every time: "
+    "face, hair, eyes, build, usual clothing and accessories, and the art style. English, one "
+    "line of comma-separated phrases, at most 60 words; no background, pose or scene."
 )
 
 JUDGE_SYSTEM_PROMPT = """\
@@ -269,6 +286,26 @@ async def judge_intent(
         return False
     answer, _ = clean_output(raw)
     return answer.lower().lstrip("*\"' ").startswith(("yes", "是", "true"))
+
+
+async def describe_look(
+    session: aiohttp.ClientSession, settings: Settings, images: Sequence[ReferenceImage]
+) -> str:
+    """Ask the vision LLM for the look of the character in ``images`` (English, one line).
+
+    Used once per set of persona reference images, so that a backend that takes no images can
+    still draw the same face; raises an ``Llm2PicError`` when the LLM cannot do it.
+    """
+    llm = settings.llm
+    parts: list[ContentPart] = [TextPart(LOOK_INSTRUCTION)]
+    for number, image in enumerate(images[: llm.vision_max_images], start=1):
+        prepared = await prepare_image_async(
+            image.data, detail=llm.vision_detail, max_side=llm.vision_max_side
+        )
+        parts += [TextPart(f"参考图 {number}"), ImagePart(prepared.data_url, llm.vision_detail)]
+    messages = (ChatMessage("user", tuple(parts)),)
+    look, _ = clean_output(await _complete(session, llm, messages, temperature=0))
+    return look
 
 
 async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> ProbeResult:

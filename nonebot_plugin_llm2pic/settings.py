@@ -28,10 +28,10 @@ from .exceptions import SettingsError
 PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
 AvatarSubjects = Literal["self", "members", "off"]
-
-DEFAULT_AVATAR_URL = "https://q1.qlogo.cn/g?b=qq&nk={user_id}&s=640"
 VisionMode = Literal["auto", "on", "off"]
 VisionDetail = Literal["low", "high", "auto"]
+
+DEFAULT_AVATAR_URL = "https://q1.qlogo.cn/g?b=qq&nk={user_id}&s=640"
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
