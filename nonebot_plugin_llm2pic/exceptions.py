@@ -371,3 +371,12 @@ def classify_upstream(
     if found is None and status == 429:
         found = RateLimitedError
     return found
+
+
+class FilteredImageError(ImageError):
+    """The picture came back blank: a safety checker's placeholder, i.e. a content-policy refusal.
+
+    Never sent and, like ``ContentPolicyError``, never handed to a fallback backend.
+    """
+
+    user_message = "图片被过滤了（可能触发了安全审核），换个说法再试试"

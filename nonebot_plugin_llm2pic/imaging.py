@@ -1,13 +1,17 @@
-"""Pure Pillow post-processing: sniff, validate, crop, re-encode to a size cap (SPEC §4, §6).
+"""Pure Pillow post-processing: sniff, validate, reject blanks, crop, pick the bytes to send.
 
 Everything here is synchronous bytes → bytes work with no NoneBot import, so the CLI and the
 benchmarks use it as is; ``process_image_async`` runs it in the image worker thread so the event
 loop never decodes pixels.
 
-Cost model (SPEC §6): re-encoding a photo as PNG costs about 5x a JPEG q90, so the original bytes
-are returned untouched unless a crop is asked for or they exceed the size cap, and a re-encode
-picks JPEG for opaque images (PNG only when small, WebP/PNG only for real transparency).
-Animated GIF/WebP inputs are treated as stills: a re-encode keeps the first frame.
+What is sent (``plugin.send_format``): QQ uploads of multi-MB PNGs take minutes through some
+OneBot implementations, so by default an opaque image goes out as JPEG q90 with full-resolution
+chroma whenever that saves at least 30 % of the bytes (photos: typically 70–80 %), and as is
+otherwise (flat illustrations, text, where PNG is smaller anyway). Transparency stays PNG. WebP
+is always converted, since QQ clients show it badly. Cost model: a PNG encode of a photo costs
+about 10x a JPEG q90, so PNG is only encoded when the JPEG did not pay off, which happens on flat
+content where PNG encoding is cheap. Animated GIF/WebP inputs are treated as stills: a re-encode
+keeps the first frame.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from PIL import Image
+from PIL import Image, ImageStat
 
-from .exceptions import ImageError
-from .settings import CropPosition
+from .exceptions import FilteredImageError, ImageError
+from .settings import CropPosition, SendFormat
 
 logger = logging.getLogger("nonebot_plugin_llm2pic")
 
@@ -39,14 +43,18 @@ tens of ms; with one, the loop gets the GIL back within one switch interval (SPE
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Decompression-bomb guard, checked from the header before any pixel is decoded."""
 
-SMALL_IMAGE_PIXELS = 512 * 512
-"""Opaque PNGs up to this many pixels stay PNG on re-encode: lossless and still cheap."""
+JPEG_SAVING = 0.7
+"""``auto`` sends the JPEG only when it is at most this share of the original's bytes."""
 
-JPEG_QUALITIES = (90, 80, 70)
-"""Tried in turn for opaque images until the result fits ``max_bytes``."""
+JPEG_STEPS: tuple[tuple[int, int], ...] = ((90, 0), (90, 2), (80, 2), (70, 2))
+"""(quality, chroma subsampling) tried in turn until an opaque image fits ``max_bytes``; the
+first is what ``auto`` and ``jpeg`` send (0 = 4:4:4, keeping coloured edges and text sharp;
+2 = 4:2:0, about half the bytes on photos)."""
 
-WEBP_QUALITIES = (90, 80, 70)
-"""Tried in turn for transparent images whose PNG does not fit ``max_bytes``."""
+BLANK_LUMA_STDDEV = 1.0
+BLANK_LUMA_MAX = 4
+"""A result whose luma standard deviation is below ``BLANK_LUMA_STDDEV``, or whose every luma
+value is at most ``BLANK_LUMA_MAX``, is a safety checker's placeholder and is not sent."""
 
 DOWNSCALE_QUALITY = 75
 """Quality used once lowering quality alone did not fit and the image is being downscaled."""
@@ -68,7 +76,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 _PIL_FORMAT = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
-_MIME_BY_PIL_FORMAT = {fmt: mime for mime, fmt in _PIL_FORMAT.items()}
+_LOSSY_MIMES = frozenset({"image/jpeg", "image/webp"})
 
 _OUTPUT_MIME = {
     "png": "image/png",
@@ -125,32 +133,56 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
         return mime, image.width, image.height
 
 
-def process_image(data: bytes, *, crop: CropSpec | None, max_bytes: int) -> ProcessedImage:
-    """Validate, optionally crop, and fit ``data`` under ``max_bytes`` (> 0) for sending.
+def process_image(
+    data: bytes, *, crop: CropSpec | None, max_bytes: int, send_format: SendFormat = "auto"
+) -> ProcessedImage:
+    """Validate, reject a blank result, optionally crop, and pick the bytes to send.
 
-    Without a crop and within the cap the input object comes back unchanged. A crop that would
-    remove half or more of the image along its axis is skipped (logged): ``crop_pixels`` is a
-    fixed count meant for full-size results, and a small image must not be cut to a sliver.
-    Raises ``ImageError`` for non-images, truncated data, bombs, or when nothing fits.
+    ``send_format``: ``auto`` sends an opaque image as JPEG q90 4:4:4 when that is at most
+    ``JPEG_SAVING`` of the original's bytes, else as is; ``original`` sends it as is; ``jpeg`` and
+    ``png`` convert (JPEG flattens transparency onto white). Transparency stays PNG in ``auto`` and
+    ``original``; WebP is always converted (JPEG, or PNG with transparency). Once a crop forces a
+    re-encode, ``original`` follows the ``auto`` rule (PNG when the JPEG does not pay off).
+    When the input object itself is chosen it comes back unchanged (``reencoded`` false).
+
+    Whatever is chosen must fit ``max_bytes`` (> 0): above it, lower JPEG settings and then
+    downscaling are tried (transparent images: PNG downscaled). A crop that would remove half or
+    more of the image along its axis is skipped (logged): ``crop_pixels`` is a fixed count meant
+    for full-size results, and a small image must not be cut to a sliver.
+    Raises ``FilteredImageError`` for a blank result, ``ImageError`` for non-images, truncated
+    data, bombs, or when nothing fits.
     """
     image, mime = _open(data)
     with image:
-        box = _crop_box(image.size, crop)
-        if box is None and len(data) <= max_bytes:
-            width, height = image.size
-            _check_whole(image, mime)
-            return ProcessedImage(data, mime, width, height, reencoded=False)
         _decode(image, mime)
-        icc = _icc_profile(image)
+        _reject_blank(image)
+        box = _crop_box(image.size, crop)
         work = image.crop(box) if box is not None else image
-        return _encode_within(work, source_mime=mime, icc=icc, max_bytes=max_bytes)
+        transparent = _has_transparency(work)
+        alpha = transparent and send_format != "jpeg"
+        if alpha:
+            work = work.convert("RGBA")
+        else:
+            work = _flatten(work) if transparent else _opaque(work)
+        icc = _icc_profile(image)
+        encode = _encoder(work, icc)
+        as_is = box is None and mime != "image/webp"
+        chosen = _preferred(data, mime, encode, send_format, alpha=alpha, as_is=as_is)
+        if len(chosen) <= max_bytes:
+            if chosen is data:
+                _check_whole(data, mime)
+                return ProcessedImage(data, mime, work.width, work.height, reencoded=False)
+            return _result(chosen, work)
+        return _fit(work, encode, icc, alpha=alpha, max_bytes=max_bytes)
 
 
 async def process_image_async(
-    data: bytes, *, crop: CropSpec | None, max_bytes: int
+    data: bytes, *, crop: CropSpec | None, max_bytes: int, send_format: SendFormat = "auto"
 ) -> ProcessedImage:
     """``process_image`` in the image worker thread, so decoding never blocks the event loop."""
-    return await in_worker(process_image, data, crop=crop, max_bytes=max_bytes)
+    return await in_worker(
+        process_image, data, crop=crop, max_bytes=max_bytes, send_format=send_format
+    )
 
 
 async def in_worker(func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
@@ -228,19 +260,36 @@ def _corrupt(mime: str, err: BaseException) -> ImageError:
     )
 
 
-def _check_whole(image: Image.Image, mime: str) -> None:
-    """Reject truncated data that is sent as is, decoding the pixels only where needed.
+def _check_whole(data: bytes, mime: str) -> None:
+    """Reject a PNG sent as is that is cut or corrupt after its pixels (decoding stops there).
 
-    A PNG is checked chunk by chunk up to IEND, CRCs included (~1 ms for a 1024² photo, where
-    decoding takes ~25 ms); other formats decode, which is cheap for them.
+    ``verify`` walks every chunk up to IEND, CRCs included (~1 ms for a 1024² photo); it needs
+    a freshly opened image. Other formats were checked by decoding them.
     """
     if mime != "image/png":
-        _decode(image, mime)
         return
-    try:
-        image.verify()
-    except _DECODE_ERRORS as err:
-        raise _corrupt(mime, err) from err
+    image, _ = _open(data)
+    with image:
+        try:
+            image.verify()
+        except _DECODE_ERRORS as err:
+            raise _corrupt(mime, err) from err
+
+
+def _reject_blank(image: Image.Image) -> None:
+    """Raise ``FilteredImageError`` when the picture is blank (a safety checker's placeholder).
+
+    One luma histogram at full resolution: ~1 ms at 1024², ~4 ms at 2048², about what making a
+    downscaled copy costs, and exact (averaging would lower the deviation and hide bright pixels).
+    """
+    stat = ImageStat.Stat(image.convert("L"))
+    stddev = stat.stddev[0]
+    _low, high = stat.extrema[0]
+    if stddev < BLANK_LUMA_STDDEV or high <= BLANK_LUMA_MAX:
+        raise FilteredImageError(
+            f"blank result filtered ({image.width}x{image.height}, luma stddev {stddev:.2f}, "
+            f"max {high})"
+        )
 
 
 def _crop_box(size: tuple[int, int], crop: CropSpec | None) -> tuple[int, int, int, int] | None:
@@ -297,58 +346,98 @@ def _flatten(image: Image.Image) -> Image.Image:
     return background
 
 
-def _save(image: Image.Image, fmt: str, quality: int | None, icc: bytes | None) -> bytes:
+def _save(
+    image: Image.Image,
+    fmt: str,
+    quality: int | None,
+    icc: bytes | None,
+    subsampling: int | None = None,
+) -> bytes:
     buffer = io.BytesIO()
     params: dict[str, object] = {}
     if icc:
         params["icc_profile"] = icc
     if fmt in ("JPEG", "WEBP") and quality is not None:
         params["quality"] = quality
+    if fmt == "JPEG" and subsampling is not None:
+        params["subsampling"] = subsampling
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()
 
 
-def _encode_within(
-    image: Image.Image, *, source_mime: str, icc: bytes | None, max_bytes: int
-) -> ProcessedImage:
-    """Encode with the cheapest fitting format, then lower quality, then downscale."""
-    if _has_transparency(image):
-        work = image.convert("RGBA")
-        plan: list[tuple[str, int | None]] = [("PNG", None)]
-        plan += [("WEBP", q) for q in WEBP_QUALITIES]
-        lossy = "WEBP"
-    else:
-        work = _opaque(image)
-        plan = []
-        if source_mime == "image/png" and work.width * work.height <= SMALL_IMAGE_PIXELS:
-            plan.append(("PNG", None))
-        plan += [("JPEG", q) for q in JPEG_QUALITIES]
-        lossy = "JPEG"
+_Encode = Callable[[str, int | None, int | None], bytes]
 
+
+def _encoder(image: Image.Image, icc: bytes | None) -> _Encode:
+    """``encode(fmt, quality, subsampling)`` for ``image``, each encoding computed once."""
+
+    @functools.cache
+    def encode(fmt: str, quality: int | None = None, subsampling: int | None = None) -> bytes:
+        return _save(image, fmt, quality, icc, subsampling)
+
+    return encode
+
+
+def _preferred(
+    data: bytes, mime: str, encode: _Encode, send_format: SendFormat, *, alpha: bool, as_is: bool
+) -> bytes:
+    """The bytes ``send_format`` asks for before the size cap; ``data`` itself means as is.
+
+    ``as_is``: the original may be sent (no crop, not WebP); ``alpha``: transparency is kept.
+    """
+    jpeg_quality, jpeg_subsampling = JPEG_STEPS[0]
+    if send_format == "jpeg":
+        if as_is and mime == "image/jpeg":
+            return data
+        return encode("JPEG", jpeg_quality, jpeg_subsampling)
+    if send_format == "png":
+        return data if as_is and mime == "image/png" else encode("PNG", None, None)
+    if alpha:
+        return data if as_is else encode("PNG", None, None)
+    if send_format == "original" and as_is:
+        return data
+    jpeg = encode("JPEG", jpeg_quality, jpeg_subsampling)
+    # A lossy source that must be re-encoded anyway goes out as JPEG: PNG would only be bigger.
+    if len(jpeg) <= JPEG_SAVING * len(data) or (not as_is and mime in _LOSSY_MIMES):
+        return jpeg
+    return data if as_is else encode("PNG", None, None)
+
+
+def _fit(
+    image: Image.Image, encode: _Encode, icc: bytes | None, *, alpha: bool, max_bytes: int
+) -> ProcessedImage:
+    """Lower the JPEG settings, then downscale, until the image fits ``max_bytes``.
+
+    A transparent image stays PNG and is only downscaled.
+    """
+    fmt = "PNG" if alpha else "JPEG"
+    steps: tuple[tuple[int | None, int | None], ...] = ((None, None),) if alpha else JPEG_STEPS
     encoded = b""
-    for fmt, quality in plan:
-        encoded = _save(work, fmt, quality, icc)
+    for quality, subsampling in steps:
+        encoded = encode(fmt, quality, subsampling)
         if len(encoded) <= max_bytes:
-            return _result(encoded, fmt, work)
+            return _result(encoded, image)
 
     # Bytes scale roughly with pixel count, so shrink both edges by sqrt(cap / size), with a
     # margin; clamped so a step always makes progress but never throws away most of the image.
+    quality = None if alpha else DOWNSCALE_QUALITY
+    work = image
     for _ in range(MAX_DOWNSCALE_STEPS):
         factor = min(0.9, max(0.5, math.sqrt(max_bytes / len(encoded)) * 0.95))
         size = (round(work.width * factor), round(work.height * factor))
         if min(size) < MIN_EDGE_PIXELS:
             break
         work = work.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
-        encoded = _save(work, lossy, DOWNSCALE_QUALITY, icc)
+        encoded = _save(work, fmt, quality, icc)
         if len(encoded) <= max_bytes:
-            return _result(encoded, lossy, work)
+            return _result(encoded, work)
     raise ImageError(
         f"could not fit the image under {max_bytes} bytes (last attempt {len(encoded)} bytes)",
         user_message="图片太大，压缩后仍超过发送上限",
     )
 
 
-def _result(encoded: bytes, fmt: str, image: Image.Image) -> ProcessedImage:
-    return ProcessedImage(
-        encoded, _MIME_BY_PIL_FORMAT[fmt], image.width, image.height, reencoded=True
-    )
+def _result(encoded: bytes, image: Image.Image) -> ProcessedImage:
+    mime = sniff_mime(encoded)
+    assert mime is not None, "Pillow wrote an unknown format"
+    return ProcessedImage(encoded, mime, image.width, image.height, reencoded=True)

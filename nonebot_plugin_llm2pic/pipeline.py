@@ -186,7 +186,10 @@ class Pipeline:
             else None
         )
         processed = await process_image_async(
-            image.data, crop=crop, max_bytes=settings.plugin.max_send_bytes
+            image.data,
+            crop=crop,
+            max_bytes=settings.plugin.max_send_bytes,
+            send_format=settings.plugin.send_format,
         )
         timings["process"] = time.perf_counter() - started
         return DrawResult(processed, prompt, image.backend, image.seed, timings)

@@ -30,6 +30,7 @@ CropPosition = Literal["top", "bottom", "left", "right"]
 AvatarSubjects = Literal["self", "members", "off"]
 VisionMode = Literal["auto", "on", "off"]
 VisionDetail = Literal["low", "high", "auto"]
+SendFormat = Literal["auto", "original", "jpeg", "png"]
 
 DEFAULT_AVATAR_URL = "https://q1.qlogo.cn/g?b=qq&nk={user_id}&s=640"
 
@@ -58,6 +59,7 @@ class PluginSection(_Section):
     ack_message: str = "收到，正在画…"
     send_mode: Literal["base64", "file"] = "base64"
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
+    send_format: SendFormat = "auto"
     save_images: bool = False
     avatar_url: str = DEFAULT_AVATAR_URL
     avatar_subjects: AvatarSubjects = "self"

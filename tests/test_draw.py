@@ -25,6 +25,7 @@ from nonebug import App
 from PIL import Image
 
 from .conftest import SUPERUSER_ID
+from .fakes.harness import blank_png
 from .fakes.openai_server import FakeOpenAI, make_png
 from .fakes.openai_server import Reply as FakeReply
 from .utils import SELF_ID, group_message, private_message
@@ -64,8 +65,19 @@ def expect_ack_and_image(ctx, event, image: bytes) -> None:
     """The acknowledgement, then the picture, both quoting the request."""
     ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
     ctx.should_call_send(
-        event, image_message(image), result={"message_id": 2}, reply_message=True, _timeout=120.0
+        event,
+        image_message(image),
+        result={"message_id": 2},
+        reply_message=True,
+        _timeout=send_timeout(image),
     )
+
+
+def send_timeout(image: bytes) -> float:
+    """The send timeout the plugin uses for this image."""
+    from nonebot_plugin_llm2pic.matchers.draw import image_send_timeout
+
+    return image_send_timeout(len(image))
 
 
 def make_bot(ctx) -> Bot:
@@ -297,7 +309,7 @@ async def test_daily_quota_persisted_and_released_on_failure(app: App, upstream:
             image_message(upstream.image),
             result={"message_id": 4},
             reply_message=True,
-            _timeout=120.0,
+            _timeout=send_timeout(upstream.image),
         )
         ctx.receive_event(bot, refused)
         ctx.should_call_send(
@@ -307,6 +319,28 @@ async def test_daily_quota_persisted_and_released_on_failure(app: App, upstream:
             reply_message=True,
         )
     assert await state.quota.usage(user_id=str(user), group_id=None) == (1, 0)
+
+
+async def test_blank_result_is_withheld_and_quota_released(app: App, upstream: FakeOpenAI):
+    """A blank picture is not sent: the user is told it was filtered and keeps the quota unit."""
+    from nonebot_plugin_llm2pic import state
+    from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
+
+    state.store.set("limits.user_daily_quota", "1")
+    user = new_user()
+    upstream.image = blank_png()
+    event = group_message("/pic 猫", user_id=user)
+    async with app.test_matcher(pic_cmd) as ctx:
+        bot = make_bot(ctx)
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, ACK, result={"message_id": 1}, reply_message=True)
+        ctx.should_call_send(
+            event,
+            "图片被过滤了（可能触发了安全审核），换个说法再试试",
+            result={"message_id": 2},
+            reply_message=True,
+        )
+    assert await state.quota.usage(user_id=str(user), group_id=None) == (0, 0)
 
 
 async def test_queue_full_is_busy(app: App, upstream: FakeOpenAI):
@@ -366,7 +400,11 @@ async def test_crop_show_prompt_and_silent_ack(app: App, upstream: FakeOpenAI):
         ctx.receive_event(bot, event)
         expected = _cropped_message(upstream.image, 40) + MessageSegment.text("\n提示词：草地")
         ctx.should_call_send(
-            event, expected, result={"message_id": 1}, reply_message=False, _timeout=120.0
+            event,
+            expected,
+            result={"message_id": 1},
+            reply_message=False,
+            _timeout=send_timeout(_image_bytes(expected)),
         )
         sent.append(expected)
     image = Image.open(io.BytesIO(_image_bytes(sent[0])))
@@ -386,7 +424,7 @@ async def test_send_failure_becomes_text_notice(app: App, upstream: FakeOpenAI):
             event,
             image_message(upstream.image),
             reply_message=True,
-            _timeout=120.0,
+            _timeout=send_timeout(upstream.image),
             exception=ActionFailed(retcode=1200),
         )
         ctx.should_call_send(
@@ -410,7 +448,7 @@ async def test_send_timeout_becomes_text_notice(app: App, upstream: FakeOpenAI):
             event,
             image_message(upstream.image),
             reply_message=True,
-            _timeout=120.0,
+            _timeout=send_timeout(upstream.image),
             exception=NetworkError("timeout"),
         )
         ctx.should_call_send(
@@ -419,6 +457,16 @@ async def test_send_timeout_becomes_text_notice(app: App, upstream: FakeOpenAI):
             result={"message_id": 2},
             reply_message=True,
         )
+
+
+@pytest.mark.parametrize(
+    ("size", "seconds"), [(0, 60.0), (1_000_000, 100.0), (2_100_000, 144.0), (50_000_000, 300.0)]
+)
+def test_send_timeout_grows_with_image_size(app: App, size: int, seconds: float):
+    """The image send waits 60 s plus 40 s per MB, at most 300 s."""
+    from nonebot_plugin_llm2pic.matchers.draw import image_send_timeout
+
+    assert image_send_timeout(size) == pytest.approx(seconds)
 
 
 async def test_reply_to_image_reaches_backend(app: App, upstream: FakeOpenAI):
@@ -544,6 +592,6 @@ async def test_file_send_mode_sends_a_local_path(app: App, upstream: FakeOpenAI,
             Message(MessageSegment.image(path)),
             result={"message_id": 1},
             reply_message=True,
-            _timeout=120.0,
+            _timeout=send_timeout(upstream.image),
         )
     assert path.read_bytes() == upstream.image

@@ -17,6 +17,7 @@ from nonebot_plugin_llm2pic.exceptions import (
     BackendStatusError,
     BackendTimeoutError,
     ContentPolicyError,
+    FilteredImageError,
     JobTimeoutError,
     QuotaExhaustedError,
     ReferenceImageError,
@@ -27,6 +28,7 @@ from nonebot_plugin_llm2pic.pipeline import DrawJob, Pipeline, fetch_references
 
 from .fakes.gradio_server import FakeGradio, sse, zimage_outputs
 from .fakes.harness import (
+    blank_png,
     elapsed,
     gradio_backend,
     openai_backend,
@@ -375,6 +377,21 @@ async def test_no_fallback_after_content_policy(fake: FakeOpenAI, spare: FakeOpe
         with pytest.raises(ContentPolicyError) as caught:
             await pipeline.run(JOB)
     assert caught.value.user_message == "绘图服务 a 拒绝了这个请求（内容审核未通过）"
+    assert len(fake.requests) == 1
+    assert spare.requests == []
+
+
+async def test_blank_result_is_filtered_without_fallback(fake: FakeOpenAI, spare: FakeOpenAI):
+    """A blank picture is withheld as filtered, like a content-policy refusal: no fallback."""
+    fake.image = blank_png()
+    settings = settings_for(
+        {"a": openai_backend(fake.base_url, retries=2), "b": openai_backend(spare.base_url)},
+        routing={"fallback": ["b"]},
+    )
+    async with pipeline_for(settings) as pipeline:
+        with pytest.raises(FilteredImageError) as caught:
+            await pipeline.run(JOB)
+    assert caught.value.user_message == "图片被过滤了（可能触发了安全审核），换个说法再试试"
     assert len(fake.requests) == 1
     assert spare.requests == []
 

@@ -212,7 +212,7 @@ async def test_chat_replies_logs_and_sidecars_hold_no_key(
 ):
     """A failing and a working `/pic`: replies, logs and the saved sidecar never hold the key."""
     from nonebot_plugin_llm2pic.config import data_dir
-    from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
+    from nonebot_plugin_llm2pic.matchers.draw import image_send_timeout, pic_cmd
 
     keyed_upstream.replies.append(Reply(status=401, body=echo_key(SECRET)))
     failing = group_message(f"/pic 一只猫 {SECRET[:6]}", user_id=40001)
@@ -234,7 +234,7 @@ async def test_chat_replies_logs_and_sidecars_hold_no_key(
             image + MessageSegment.text("\n提示词：一只狗"),
             result={"message_id": 4},
             reply_message=True,
-            _timeout=120.0,
+            _timeout=image_send_timeout(len(keyed_upstream.image)),
         )
     new = set(images.glob("*.json")) - before
     assert len(new) == 1
@@ -315,7 +315,7 @@ async def test_reference_download_is_time_capped(monkeypatch: pytest.MonkeyPatch
 
 async def test_non_http_reference_in_chat_is_never_fetched(app: App, keyed_upstream: FakeOpenAI):
     """An image segment whose URL is file:// is not a reference: the job draws from text only."""
-    from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
+    from nonebot_plugin_llm2pic.matchers.draw import image_send_timeout, pic_cmd
 
     message = Message("/pic 画成油画") + MessageSegment.image("file:///etc/passwd")
     message[-1].data["url"] = "file:///etc/shadow"
@@ -330,7 +330,7 @@ async def test_non_http_reference_in_chat_is_never_fetched(app: App, keyed_upstr
             image + MessageSegment.text("\n提示词：画成油画"),
             result={"message_id": 2},
             reply_message=True,
-            _timeout=120.0,
+            _timeout=image_send_timeout(len(keyed_upstream.image)),
         )
     assert [r.path for r in keyed_upstream.requests] == ["/v1/images/generations"]
 

@@ -43,8 +43,12 @@ from ..prompt_writer import judge_intent
 from ..settings import Settings
 from .record import message_text, sending_picture
 
-IMAGE_SEND_TIMEOUT = 120.0
-"""OneBot image uploads of a few MB take long on NapCat/LLOneBot (ecosystem §4.3)."""
+IMAGE_SEND_TIMEOUT = 60.0
+IMAGE_SEND_TIMEOUT_PER_MB = 40.0
+IMAGE_SEND_TIMEOUT_MAX = 300.0
+"""OneBot image uploads are slow on NapCat/LLOneBot (65–130 s for 1.4–2.1 MB PNGs in one
+report), so the wait for the send is ``IMAGE_SEND_TIMEOUT`` plus ``IMAGE_SEND_TIMEOUT_PER_MB``
+per MB of image, capped."""
 OUTBOX_KEEP = 20
 """Files kept in the `send_mode = "file"` outbox; older ones are deleted."""
 PIC_USAGE = "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"
@@ -366,7 +370,7 @@ async def _send_result(
                 event,
                 message,
                 reply_message=settings.plugin.reply_to_request,
-                _timeout=IMAGE_SEND_TIMEOUT,
+                _timeout=image_send_timeout(len(result.image.data)),
             )
     except (NetworkError, ApiNotAvailable) as err:
         logger.warning(f"llm2pic image send timed out or failed: {err!r}")
@@ -377,6 +381,11 @@ async def _send_result(
         await _reply(bot, event, settings, "图片发送失败（可能被风控或图片过大），请稍后再试")
         return False
     return True
+
+
+def image_send_timeout(size: int) -> float:
+    """Seconds to wait for the OneBot send of an image of ``size`` bytes."""
+    return min(IMAGE_SEND_TIMEOUT_MAX, IMAGE_SEND_TIMEOUT + IMAGE_SEND_TIMEOUT_PER_MB * size / 1e6)
 
 
 def _base64_uri(data: bytes) -> str:

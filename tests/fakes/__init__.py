@@ -6,9 +6,23 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 """Largest request a fake accepts (image edits upload reference images)."""
+
+
+def sample_picture(width: int, height: int, color: tuple[int, int, int]) -> Image.Image:
+    """A ``color`` picture with a black or white block over its bottom-right quarter.
+
+    Not blank (the plugin withholds blank results as a safety filter's placeholders), still tiny
+    as PNG, and its top-left pixel is ``color``.
+    """
+    image = Image.new("RGB", (width, height), color)
+    red, green, blue = color
+    block = (0, 0, 0) if red * 299 + green * 587 + blue * 114 > 127_500 else (255, 255, 255)
+    image.paste(block, (width // 2, height // 2, width, height))
+    return image
 
 
 class LoopbackServer:

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from PIL import Image
 
-from . import LoopbackServer
+from . import LoopbackServer, sample_picture
 
 IMAGE_PATH = "/tmp/gradio/0123abcd/image.png"
 UPLOAD_PATH = "/tmp/gradio/feedbeef/reference.png"
@@ -27,7 +26,7 @@ UPLOAD_PATH = "/tmp/gradio/feedbeef/reference.png"
 def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (10, 200, 90)) -> bytes:
     """A small deterministic PNG."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    sample_picture(width, height, color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

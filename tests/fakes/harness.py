@@ -21,6 +21,8 @@ from nonebot_plugin_llm2pic.pipeline import Pipeline
 from nonebot_plugin_llm2pic.settings import Settings, parse_settings
 from nonebot_plugin_llm2pic.transport import new_session
 
+from . import sample_picture
+
 SECRET = "sk-live-SECRETKEY0123456789abcdef"
 """An API key that must never show up anywhere outside the request header."""
 
@@ -106,7 +108,14 @@ def own_tasks() -> list[asyncio.Task[Any]]:
 def png(width: int = 32, height: int = 24, color: tuple[int, int, int] = (20, 90, 160)) -> bytes:
     """A small real PNG."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    sample_picture(width, height, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def blank_png(width: int = 64, height: int = 64) -> bytes:
+    """An all-black PNG: what a safety checker returns in place of a filtered picture."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

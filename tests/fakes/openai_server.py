@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
-from PIL import Image
 
-from . import LoopbackServer
+from . import LoopbackServer, sample_picture
 
 ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts", "images"]
 
@@ -27,14 +26,14 @@ ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts",
 def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     """A small deterministic PNG."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    sample_picture(width, height, color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def make_jpeg(width: int = 8, height: int = 8) -> bytes:
     """A small deterministic JPEG."""
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 30, 200)).save(buffer, format="JPEG")
+    sample_picture(width, height, (30, 30, 200)).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
