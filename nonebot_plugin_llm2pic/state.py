@@ -18,6 +18,7 @@ from .group_switch import GroupSwitch
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
 from .pipeline import Pipeline
+from .recent import RecentPictures
 from .settings_store import SettingsStore
 from .transport import new_session
 
@@ -35,6 +36,7 @@ history = History()
 limiter = RateLimiter()
 quota = QuotaStore(data_dir() / "quota.sqlite3")
 queue = JobQueue()
+recent = RecentPictures()
 pipeline: Pipeline | None = None
 
 jobs: set[asyncio.Task[None]] = set()

@@ -19,6 +19,7 @@ from .. import state
 from ..exceptions import SettingsError
 from ..settings_store import is_secret_key
 from ..state import groups, store
+from .persona_admin import persona_command
 
 USAGE = (
     "用法：/llm2pic show [节] | get <键> | set <键> <值> | unset <键> | reload | status"
@@ -75,6 +76,8 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
             reply = await _run(_reload)
         case "status":
             reply = _status()
+        case "persona":
+            reply = await persona_command(bot, event, rest)
         case _:
             reply = USAGE
     await matcher.finish(_clip(reply))
