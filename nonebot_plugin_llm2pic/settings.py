@@ -61,6 +61,7 @@ class PluginSection(_Section):
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     send_format: SendFormat = "auto"
     save_images: bool = False
+    download_proxy: str = ""
     avatar_url: str = DEFAULT_AVATAR_URL
     avatar_subjects: AvatarSubjects = "self"
 
