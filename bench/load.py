@@ -31,11 +31,11 @@ import subprocess
 import sys
 import time
 
-from nonebot_plugin_llm2pic.imaging import in_worker
 from nonebot_plugin_llm2pic.limits import JobQueue, QueueFullError
 from nonebot_plugin_llm2pic.pipeline import DrawJob, Pipeline
 from nonebot_plugin_llm2pic.settings import Settings
 from nonebot_plugin_llm2pic.transport import new_session
+from nonebot_plugin_llm2pic.worker import in_worker
 
 from ._stats import machine, verdict
 

@@ -37,7 +37,6 @@ from typing import Literal
 
 from PIL import Image
 
-from nonebot_plugin_llm2pic.imaging import in_worker
 from nonebot_plugin_llm2pic.settings import VisionDetail
 from nonebot_plugin_llm2pic.vision import (
     DATA_URL_PREFIX,
@@ -45,6 +44,7 @@ from nonebot_plugin_llm2pic.vision import (
     MAX_DATA_URL_BYTES,
     prepare_image,
 )
+from nonebot_plugin_llm2pic.worker import in_worker
 
 from ._stats import fmt, machine, verdict
 from ._upstream import photo_like_png

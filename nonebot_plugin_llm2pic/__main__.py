@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("--backend", "-b", help="backend name")
     draw.add_argument("--raw", "-r", action="store_true", help="skip the prompt writer")
     draw.add_argument("--selfie", action="store_true", help="draw the persona as a selfie")
+    draw.add_argument(
+        "--image", action="append", default=[], metavar="PATH_OR_URL", help="reference image"
+    )
     draw.set_defaults(func=_draw)
 
     check = verbs.add_parser("check", parents=[common], help="validate config, probe backends")
@@ -152,6 +155,10 @@ async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResu
             selfie=args.selfie,
             raw=args.raw,
             backend=args.backend,
+            references=tuple(
+                source if source.startswith(("http://", "https://")) else Path(source)
+                for source in args.image
+            ),
             aspect=aspect_hint(args.text),
         )
         return await pipeline.run(job)

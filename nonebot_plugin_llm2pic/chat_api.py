@@ -29,7 +29,6 @@ from .exceptions import (
     UpstreamError,
     classify_upstream,
 )
-from .imaging import in_worker
 from .sse import ServerSentEvent
 from .transport import (
     ProbeResult,
@@ -42,6 +41,7 @@ from .transport import (
     request_json,
     safe_excerpt,
 )
+from .worker import in_worker
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)

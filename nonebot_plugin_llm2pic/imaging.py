@@ -1,8 +1,8 @@
 """Pure Pillow post-processing: sniff, validate, reject blanks, crop, pick the bytes to send.
 
 Everything here is synchronous bytes → bytes work with no NoneBot import, so the CLI and the
-benchmarks use it as is; ``process_image_async`` runs it in the image worker thread so the event
-loop never decodes pixels.
+benchmarks use it as is; ``process_image_async`` runs it in the worker thread (``worker.py``) so
+the event loop never decodes pixels.
 
 What is sent (``plugin.send_format``): QQ uploads of multi-MB PNGs take minutes through some
 OneBot implementations, so by default an opaque image goes out as JPEG q90 with full-resolution
@@ -16,29 +16,22 @@ keeps the first frame.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import logging
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import cast
 
 from PIL import Image, ImageStat
 
 from .exceptions import FilteredImageError, ImageError
 from .settings import CropPosition, SendFormat
+from .worker import in_worker
 
 logger = logging.getLogger("nonebot_plugin_llm2pic")
 
-T = TypeVar("T")
-
-_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm2pic-image")
-"""One thread for all CPU-heavy image work (JSON/base64 decoding, Pillow). With many jobs
-finishing at once, several such threads would fight the event loop for the GIL and delay it by
-tens of ms; with one, the loop gets the GIL back within one switch interval (SPEC §6 lag)."""
 
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Decompression-bomb guard, checked from the header before any pixel is decoded."""
@@ -122,17 +115,6 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """Validate the magic bytes, header and pixel count; return ``(mime, width, height)``.
-
-    Cheap (no pixel decoding), so backends can call it on every download; a truncated body is
-    only caught by ``process_image``, which checks the whole data.
-    """
-    image, mime = _open(data)
-    with image:
-        return mime, image.width, image.height
-
-
 def process_image(
     data: bytes, *, crop: CropSpec | None, max_bytes: int, send_format: SendFormat = "auto"
 ) -> ProcessedImage:
@@ -183,12 +165,6 @@ async def process_image_async(
     return await in_worker(
         process_image, data, crop=crop, max_bytes=max_bytes, send_format=send_format
     )
-
-
-async def in_worker(func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
-    """Run CPU-heavy ``func(*args, **kwargs)`` in the single image worker thread."""
-    call = functools.partial(func, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_worker, call)
 
 
 def convert_image(data: bytes, fmt: str) -> bytes:

@@ -17,6 +17,7 @@ from typing import Literal
 
 IntentKind = Literal["draw", "selfie", "negative", "none"]
 AspectHint = Literal["square", "landscape", "portrait"]
+StyleHint = Literal["anime", "real"]
 
 
 @dataclass(frozen=True)
@@ -322,3 +323,22 @@ def aspect_hint(text: str) -> AspectHint | None:
         (m.start(), kind) for kind, pattern in _ASPECTS if (m := pattern.search(text))
     ]
     return min(hits)[1] if hits else None
+
+
+_STYLES: list[tuple[StyleHint, re.Pattern[str]]] = [
+    ("anime", re.compile(r"动漫|二次元|\banime\b|\bmanga\b", _F)),
+    ("real", re.compile(r"写实|照片|真人|\brealistic\b|\bphoto", _F)),
+]
+
+
+def style_hint(text: str) -> StyleHint | None:
+    """The style a message names (动漫/二次元 → anime, 写实/照片 → real), if any.
+
+    When both are named the last one wins: the target style follows the source
+    (「把这张照片画成动漫风」 asks for anime).
+    """
+    text = _normalize(text)
+    hits: list[tuple[int, StyleHint]] = [
+        (m.start(), kind) for kind, pattern in _STYLES if (m := pattern.search(text))
+    ]
+    return max(hits)[1] if hits else None

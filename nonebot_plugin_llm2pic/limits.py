@@ -1,8 +1,9 @@
-"""Who may draw, how often, and in what order (SPEC §2 ``[limits]``, §4 Queue and Daily quotas).
+"""Who may draw, how often, and in what order (the ``[limits]`` config section).
 
 - ``RateLimiter``: per-user cooldown and per-minute window, in memory.
 - ``QuotaStore``: daily user/group quotas in SQLite, so they survive restarts.
-- ``JobQueue``: the global waiting limit and per-backend concurrency slots.
+- ``JobQueue``: the global waiting limit and per-backend concurrency slots, first come first served.
+- ``admit``: the one entry for a new request: cooldown, queue place and quota, or a ``Refusal``.
 
 No NoneBot imports: the matchers and the CLI share these.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -141,11 +143,12 @@ class QuotaExceededError(Llm2PicError):
 
 @dataclass(frozen=True)
 class Reservation:
-    """One counted unit of today's quota; give it back with ``QuotaStore.release`` on failure."""
+    """Counted units of today's quota; give them back with ``QuotaStore.release`` on failure."""
 
     day: str
     user_id: str
     group_id: str | None
+    units: int = 1
 
 
 def quota_day(tz: str = "", now: datetime | None = None) -> str:
@@ -209,11 +212,13 @@ class QuotaStore:
         group_limit: int,
         tz: str = "",
         now: datetime | None = None,
+        units: int = 1,
     ) -> Reservation:
-        """Check both quotas and count one unit for each, atomically; 0 = unlimited.
+        """Check both quotas and count ``units`` for each, atomically; a limit of 0 = unlimited.
 
         ``group_id`` None (a private chat) counts only the user. Raises ``QuotaExceededError``
-        (the user's quota is checked first) without counting anything.
+        (the user's quota is checked first) without counting anything when fewer than
+        ``units`` are left.
         """
         day = quota_day(tz, now)
         subjects = self._subjects(user_id, group_id)
@@ -223,28 +228,28 @@ class QuotaStore:
                 await db.execute("DELETE FROM quota_usage WHERE day < ?", (_days_before(day),))
             for scope, subject in subjects:
                 used = await self._used(db, day, scope, subject)
-                if limits[scope] and used >= limits[scope]:
+                if limits[scope] and used + units > limits[scope]:
                     raise QuotaExceededError(scope=scope, limit=limits[scope])
             await db.executemany(
-                "INSERT INTO quota_usage (day, scope, subject, used) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (day, scope, subject) DO UPDATE SET used = used + 1",
-                [(day, scope, subject) for scope, subject in subjects],
+                "INSERT INTO quota_usage (day, scope, subject, used) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (day, scope, subject) DO UPDATE SET used = used + excluded.used",
+                [(day, scope, subject, units) for scope, subject in subjects],
             )
         self._pruned_day = day
-        return Reservation(day=day, user_id=user_id, group_id=group_id)
+        return Reservation(day=day, user_id=user_id, group_id=group_id, units=units)
 
     async def release(self, reservation: Reservation) -> None:
-        """Give back a reserved unit (call once per reservation, when its job failed).
+        """Give back a reservation's units (call once per reservation, when its job failed).
 
-        The unit returns to the day it was taken from, so a job that fails after midnight
+        The units return to the day they were taken from, so a job that fails after midnight
         does not add to the new day's allowance.
         """
         async with self._transaction() as db:
             await db.executemany(
-                "UPDATE quota_usage SET used = used - 1 "
-                "WHERE day = ? AND scope = ? AND subject = ? AND used > 0",
+                "UPDATE quota_usage SET used = MAX(used - ?, 0) "
+                "WHERE day = ? AND scope = ? AND subject = ?",
                 [
-                    (reservation.day, scope, subject)
+                    (reservation.units, reservation.day, scope, subject)
                     for scope, subject in self._subjects(reservation.user_id, reservation.group_id)
                 ],
             )
@@ -313,26 +318,44 @@ class QueueFullError(Llm2PicError):
     user_message = "排队的人太多了，请稍后再试"
 
 
+TicketState = Literal["waiting", "running", "between"]
+"""waiting: accepted (or re-queued for a fallback), no slot yet; running: holds a slot;
+between: past a slot (post-processing, sending) and neither."""
+
+
 class _Lane:
-    """One backend's slots: how many are held, who waits for one (FIFO), and the latest limit."""
+    """One backend's line: booked tickets in booking order, who holds a slot, who is ready."""
 
     def __init__(self) -> None:
-        self.holders = 0
+        self.line: list[Ticket] = []
+        self.holders: set[Ticket] = set()
+        self.ready: dict[Ticket, asyncio.Future[None]] = {}
         self.limit = 1
-        self.waiters: deque[tuple[Ticket, asyncio.Future[None]]] = deque()
 
 
 class JobQueue:
-    """Counts waiting and running jobs and hands out per-backend slots in arrival order.
+    """Counts waiting and running jobs and hands out per-backend slots first come, first served.
 
     A job *waits* from ``accept`` (prompt writing included) until it holds a backend slot, and
     again while it queues for a fallback backend's slot; ``max_queue`` bounds those across all
     backends. It *runs* while it holds a slot. Between slots (post-processing, sending) it is
-    neither. FIFO order is per backend, by arrival at ``slot()``.
+    neither.
+
+    Order: a ticket *books* its place in a backend's line when it is accepted (the backend the
+    job is expected to use) or, failing that, when it first asks for a slot there (a fallback, or
+    a backend the prompt writer's style chose). Slots go strictly in booking order: the first
+    ``max_concurrency`` booked tickets may hold one, and a ticket further back waits even while
+    one ahead of it is still writing its prompt. Writing a prompt holds no slot (nothing is sent
+    to the backend meanwhile), but it keeps the job's place, so pictures come back in the order
+    the requests were accepted and the position told at acceptance ("前面还有 N 个") never grows.
+
+    All state lives here; ``Ticket`` is a handle that calls the public methods below.
     """
 
     def __init__(self) -> None:
         self._lanes: dict[str, _Lane] = {}
+        self._states: dict[Ticket, TicketState] = {}
+        self._booked: dict[Ticket, str] = {}
         self._waiting = 0
         self._running = 0
 
@@ -346,106 +369,144 @@ class JobQueue:
         """Jobs holding a backend slot."""
         return self._running
 
-    def accept(self, *, max_queue: int) -> Ticket:
-        """Admit a new job as waiting, or raise ``QueueFullError`` when ``max_queue`` wait."""
+    def accept(self, *, max_queue: int, backend: str | None = None) -> Ticket:
+        """Admit a new job as waiting, or raise ``QueueFullError`` when ``max_queue`` wait.
+
+        ``backend``: the backend the job is expected to use; the ticket books its place in that
+        backend's line now, so jobs accepted later queue behind it.
+        """
         if self._waiting >= max_queue:
             raise QueueFullError(f"{self._waiting} jobs waiting (max_queue={max_queue})")
-        return Ticket(self)
+        ticket = Ticket(self)
+        self._set_state(ticket, "waiting")
+        if backend:
+            self._book(ticket, backend)
+        return ticket
 
-    def _lane(self, backend: str) -> _Lane:
-        return self._lanes.setdefault(backend, _Lane())
+    def ahead(self, ticket: Ticket, backend: str) -> int:
+        """Jobs ahead of ``ticket`` in ``backend``'s line (holding a slot or booked earlier).
+
+        For a ticket not in that line, every booked job counts. The job has to wait for a
+        slot exactly when ``ahead >= max_concurrency`` (shown as "前面还有 N 个").
+        """
+        lane = self._lanes.get(backend)
+        if lane is None:
+            return 0
+        return lane.line.index(ticket) if ticket in lane.line else len(lane.line)
+
+    async def acquire(self, ticket: Ticket, backend: str, *, max_concurrency: int) -> None:
+        """Wait until ``ticket`` holds one of ``backend``'s slots; see ``Ticket.slot``."""
+        state = self._states.get(ticket)
+        if state is None:
+            raise RuntimeError("slot() on a closed ticket")
+        if state == "running":
+            raise RuntimeError("slot() on a ticket that already holds one")
+        if self._booked.get(ticket) != backend:
+            self._book(ticket, backend)
+        self._set_state(ticket, "waiting")
+        lane = self._lanes[backend]
+        lane.limit = max_concurrency
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lane.ready[ticket] = future
+        self._grant(lane)  # at the front of the line (or a raised limit): granted at once
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(ticket, backend)  # granted just as we were cancelled: give back
+            else:
+                lane.ready.pop(ticket, None)
+                self._unbook(ticket)
+            raise
+
+    def release(self, ticket: Ticket, backend: str) -> None:
+        """Give back ``ticket``'s slot on ``backend``; the job is then between slots."""
+        lane = self._lanes[backend]
+        lane.holders.discard(ticket)
+        self._unbook(ticket)
+        if ticket in self._states:
+            self._set_state(ticket, "between")
+        else:  # closed while holding the slot
+            self._running -= 1
+
+    def close(self, ticket: Ticket) -> None:
+        """``ticket``'s job ended (done, failed or cancelled); idempotent."""
+        state = self._states.get(ticket)
+        if state is None or state == "running":
+            # A ticket closed inside its slot leaves the counts to release().
+            self._states.pop(ticket, None)
+            return
+        self._set_state(ticket, None)
+        self._unbook(ticket)
+
+    def _set_state(self, ticket: Ticket, state: TicketState | None) -> None:
+        old = self._states.get(ticket)
+        self._waiting += (state == "waiting") - (old == "waiting")
+        self._running += (state == "running") - (old == "running")
+        if state is None:
+            self._states.pop(ticket, None)
+        else:
+            self._states[ticket] = state
+
+    def _book(self, ticket: Ticket, backend: str) -> None:
+        """Put ``ticket`` at the back of ``backend``'s line (leaving any other line)."""
+        self._unbook(ticket)
+        self._lanes.setdefault(backend, _Lane()).line.append(ticket)
+        self._booked[ticket] = backend
+
+    def _unbook(self, ticket: Ticket) -> None:
+        backend = self._booked.pop(ticket, None)
+        if backend is None:
+            return
+        lane = self._lanes[backend]
+        lane.line.remove(ticket)
+        if not lane.line:
+            del self._lanes[backend]  # keeps the dict bounded if backends are renamed
+        else:
+            self._grant(lane)  # a place ahead opened up
 
     def _grant(self, lane: _Lane) -> None:
-        """Hand free slots to the waiters at the head of the lane."""
-        while lane.waiters and lane.holders < lane.limit:
-            ticket, future = lane.waiters.popleft()
-            if not future.done():
-                lane.holders += 1
-                ticket._now_running()
-                future.set_result(None)
-
-    def _free(self, backend: str, lane: _Lane) -> None:
-        lane.holders -= 1
-        self._running -= 1
-        self._grant(lane)
-        if lane.holders == 0 and not lane.waiters:
-            del self._lanes[backend]  # keeps the dict bounded if backends are renamed
+        """Hand free slots to ready tickets among the first ``limit`` of the line."""
+        for ticket in lane.line[: lane.limit]:
+            if len(lane.holders) >= lane.limit:
+                return
+            future = lane.ready.pop(ticket, None)
+            if future is None:
+                continue  # holding already, or still writing its prompt: keeps its place
+            if future.done():  # cancelled while queued; acquire() cleans up
+                continue
+            lane.holders.add(ticket)
+            self._set_state(ticket, "running")
+            future.set_result(None)
 
 
 class Ticket:
-    """One accepted job's place in the ``JobQueue``; ``close()`` (or ``with``) when it ends."""
+    """One accepted job's handle on the ``JobQueue``; ``close()`` (or ``with``) when it ends."""
 
     def __init__(self, queue: JobQueue) -> None:
         self._queue = queue
-        self._waiting = True
-        self._closed = False
-        queue._waiting += 1
 
     def ahead(self, backend: str) -> int:
-        """Jobs ahead of this one on ``backend``: those holding its slots plus those queued first.
-
-        For a ticket not queued there yet, every queued job counts. So the job has to wait
-        for a slot exactly when ``ahead(backend) >= max_concurrency`` (shown as "前面还有 N 个").
-        """
-        lane = self._queue._lanes.get(backend)
-        if lane is None:
-            return 0
-        queued = 0
-        for ticket, future in lane.waiters:
-            if ticket is self:
-                break
-            if not future.done():
-                queued += 1
-        return lane.holders + queued
+        """Jobs ahead of this one on ``backend`` (``JobQueue.ahead``)."""
+        return self._queue.ahead(self, backend)
 
     @contextlib.asynccontextmanager
     async def slot(self, backend: str, *, max_concurrency: int) -> AsyncIterator[None]:
         """Hold one of ``backend``'s ``max_concurrency`` slots for the body of the ``with``.
 
-        Waits FIFO behind earlier arrivals. ``max_concurrency`` is read on every call, so a
-        config edit applies at once (raising it wakes waiters; lowering it lets running jobs
-        finish). Cancelled while waiting, it leaves no slot or count behind.
+        Waits for its turn in ``backend``'s line. ``max_concurrency`` is read on every call, so
+        a config edit applies at once (raising it wakes waiters; lowering it lets running jobs
+        finish). Cancelled while waiting, it leaves no slot, place or count behind.
         """
-        if self._closed:
-            raise RuntimeError("slot() on a closed ticket")
-        queue = self._queue
-        lane = queue._lane(backend)
-        lane.limit = max_concurrency
-        if not self._waiting:  # queuing again, for a fallback backend
-            self._waiting = True
-            queue._waiting += 1
-        if not lane.waiters and lane.holders < lane.limit:
-            lane.holders += 1
-            self._now_running()
-        else:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            lane.waiters.append((self, future))
-            queue._grant(lane)  # a raised limit may have freed slots for the queue's head
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    queue._free(backend, lane)  # granted just as we were cancelled: give back
-                else:
-                    # Usually still queued; _grant may already have dropped the dead future.
-                    with contextlib.suppress(ValueError):
-                        lane.waiters.remove((self, future))
-                    if lane.holders == 0 and not lane.waiters:
-                        del queue._lanes[backend]
-                raise
+        await self._queue.acquire(self, backend, max_concurrency=max_concurrency)
         try:
             yield
         finally:
-            queue._free(backend, lane)
+            self._queue.release(self, backend)
 
     def close(self) -> None:
         """Leave the queue (job done, failed or cancelled); idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._waiting:
-            self._waiting = False
-            self._queue._waiting -= 1
+        self._queue.close(self)
 
     def __enter__(self) -> Ticket:
         return self
@@ -453,8 +514,84 @@ class Ticket:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _now_running(self) -> None:
-        if self._waiting:
-            self._waiting = False
-            self._queue._waiting -= 1
-        self._queue._running += 1
+
+# --- admission ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """The limit values one request is admitted under (global today; a group's effective ones
+    later)."""
+
+    cooldown: float
+    per_minute: int
+    user_daily_quota: int
+    group_daily_quota: int
+    max_queue: int
+    quota_timezone: str = ""
+
+
+RefusalReason = Literal["cooldown", "queue", "quota"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request turned away before it started; ``message`` is the Chinese reply."""
+
+    reason: RefusalReason
+    message: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An accepted request: its place in the queue and the quota it holds (None: exempt)."""
+
+    ticket: Ticket
+    reservation: Reservation | None
+
+
+async def admit(
+    *,
+    limiter: RateLimiter,
+    queue: JobQueue,
+    quota: QuotaStore,
+    limits: AdmissionLimits,
+    user_id: str,
+    group_id: str | None,
+    backend: str,
+    units: int = 1,
+    exempt: bool = False,
+) -> Admission | Refusal:
+    """Admit one request for ``units`` pictures on ``backend``, or say why not.
+
+    Cooldown check, queue place and rate-limiter hit happen with no await in between: two
+    messages from one user arriving together must not both pass the cooldown while the first
+    awaits its quota. Then ``units`` of the user's and group's daily quota are reserved; a
+    refusal there gives the queue place back. ``exempt`` (superusers) skips cooldown and quota.
+    """
+    if not exempt:
+        wait = limiter.check(user_id, cooldown=limits.cooldown, per_minute=limits.per_minute)
+        if wait is not None:
+            return Refusal("cooldown", f"画得太快啦，请 {math.ceil(wait)} 秒后再试")
+    try:
+        ticket = queue.accept(max_queue=limits.max_queue, backend=backend)
+    except QueueFullError as err:
+        return Refusal("queue", err.user_message)
+    if exempt:
+        return Admission(ticket, None)
+    limiter.hit(user_id)
+    try:
+        reservation = await quota.reserve(
+            user_id=user_id,
+            group_id=group_id,
+            user_limit=limits.user_daily_quota,
+            group_limit=limits.group_daily_quota,
+            tz=limits.quota_timezone,
+            units=units,
+        )
+    except BaseException as err:
+        ticket.close()
+        if not isinstance(err, QuotaExceededError):
+            raise
+        return Refusal("quota", err.user_message)
+    return Admission(ticket, reservation)

@@ -1,9 +1,11 @@
-"""One drawing job: request → prompt writer → backend(s) → post-processing (SPEC §4).
+"""One drawing job: references → prompt writer → backend(s) → post-processing.
 
 No NoneBot imports: the chat matchers and the CLI `draw` verb both run jobs through here.
-Routing follows SPEC §4: the style (or selfie) picks `routing.anime` / `routing.real`, else
-`routing.default`; on failure `routing.fallback` is tried in order, except after a content-policy
-refusal or when the user chose the backend with `-b`. `limits.job_timeout` bounds everything.
+Routing: the prompt writer's judged style (or a selfie) picks `routing.anime` / `routing.real`,
+else `routing.default`; a request with reference images has its backend fixed before the LLM
+call (``reference_candidates``). On failure `routing.fallback` is tried in order, except after a
+content-policy refusal or when the user chose the backend with `-b`. `limits.job_timeout` bounds
+everything, reference downloads included.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .exceptions import (
 )
 from .history import HistoryEntry
 from .imaging import CropSpec, ProcessedImage, process_image_async, sniff_mime
+from .intent import style_hint
 from .limits import JobQueue, Ticket
 from .prompt_writer import finalize_prompt, write_prompt
 from .settings import Settings
@@ -52,6 +55,10 @@ LATENCY_SAMPLES = 200
 """Latencies kept per backend for the median in `/llm2pic status`."""
 
 
+ReferenceSource = str | Path
+"""Where a reference image comes from: an http(s) URL (chat), or a local file (the CLI only)."""
+
+
 @dataclass(frozen=True)
 class DrawJob:
     """What one request asks for, parsed at the edge (matcher or CLI)."""
@@ -60,7 +67,8 @@ class DrawJob:
     selfie: bool = False
     raw: bool = False
     backend: str | None = None
-    references: tuple[ReferenceImage, ...] = ()
+    references: tuple[ReferenceSource, ...] = ()
+    """Reference images, fetched by ``Pipeline.run`` within the job's timeout."""
     aspect: Aspect | None = None
     history: tuple[HistoryEntry, ...] = ()
 
@@ -105,14 +113,57 @@ class BackendStats:
         }
 
 
+def selfie_backend(settings: Settings) -> str:
+    """Where selfies go: the one place a `routing.selfie` key slots in ahead of anime."""
+    return settings.routing.anime or settings.routing.default
+
+
 def primary_backend(settings: Settings, *, selfie: bool, style: str | None = None) -> str:
-    """The backend routing picks before any fallback (SPEC §2 `[routing]`)."""
+    """The backend routing picks before any fallback (the `[routing]` config section)."""
     routing = settings.routing
-    if selfie or style == "anime":
+    if selfie:
+        return selfie_backend(settings)
+    if style == "anime":
         return routing.anime or routing.default
     if style == "real":
         return routing.real or routing.default
     return routing.default
+
+
+def reference_candidates(job: DrawJob, settings: Settings) -> list[str]:
+    """Backends for a request with reference images, in order; fixed before the LLM call.
+
+    The first choice is `-b NAME`, else for a selfie the selfie backend, else the style the
+    request text names (动漫/二次元 → `routing.anime`, 写实/照片 → `routing.real`), else
+    `routing.default`. If it cannot take references, the `routing.fallback` backends that can
+    follow in order (they are also the fallbacks on failure); `-b` allows no other. Raises
+    ``ReferencesUnsupportedError`` when no candidate can take them. This is the one place that
+    decides how a request's images are used.
+    """
+    if job.backend:
+        names = [job.backend]
+    else:
+        style = None if job.selfie else style_hint(job.text)
+        first = primary_backend(settings, selfie=job.selfie, style=style)
+        names = list(dict.fromkeys([first, *settings.routing.fallback]))
+    able = [n for n in names if n in settings.backends and settings.backends[n].supports_references]
+    if not able:
+        raise ReferencesUnsupportedError(
+            f"none of {names} takes reference images", backend=names[0]
+        )
+    return able
+
+
+def plan_backend(job: DrawJob, settings: Settings) -> str:
+    """The backend a job queues on when accepted; raises the failures known in advance.
+
+    Known in advance: reference images that no candidate backend takes (routing names are
+    validated with the config, and `-b NAME` by the caller). The prompt writer's style may
+    still move a job without references to another backend (it then queues there).
+    """
+    if job.references:
+        return reference_candidates(job, settings)[0]
+    return job.backend or primary_backend(settings, selfie=job.selfie)
 
 
 class Pipeline:
@@ -148,7 +199,9 @@ class Pipeline:
         settings = self.settings()
         own_ticket = ticket is None
         if ticket is None:
-            ticket = self.queue.accept(max_queue=settings.limits.max_queue)
+            ticket = self.queue.accept(
+                max_queue=settings.limits.max_queue, backend=plan_backend(job, settings)
+            )
         try:
             return await asyncio.wait_for(
                 self._run(job, ticket, settings), settings.limits.job_timeout
@@ -161,6 +214,13 @@ class Pipeline:
 
     async def _run(self, job: DrawJob, ticket: Ticket, settings: Settings) -> DrawResult:
         timings: dict[str, float] = {}
+        references: tuple[ReferenceImage, ...] = ()
+        if job.references:
+            started = time.perf_counter()
+            references = await fetch_references(
+                self.session, job.references, proxy=settings.plugin.download_proxy
+            )
+            timings["references"] = time.perf_counter() - started
         started = time.perf_counter()
         prompt, style = await self._prompt(job, settings)
         timings["prompt"] = time.perf_counter() - started
@@ -168,7 +228,7 @@ class Pipeline:
         request = GenerationRequest(
             prompt=prompt,
             negative_prompt=settings.generation.negative_prompt,
-            references=job.references,
+            references=references,
             aspect=job.aspect,
         )
         started = time.perf_counter()
@@ -198,9 +258,7 @@ class Pipeline:
         custom = settings.generation.custom_prompt_add
         if job.raw:
             return finalize_prompt(job.text, custom), None
-        style_of = settings.backends.get(
-            job.backend or primary_backend(settings, selfie=job.selfie)
-        )
+        style_of = settings.backends.get(plan_backend(job, settings))
         written = await write_prompt(
             self.session,
             settings,
@@ -212,22 +270,13 @@ class Pipeline:
         return finalize_prompt(written.prompt, custom), written.style
 
     def _candidates(self, job: DrawJob, settings: Settings, style: str | None) -> list[str]:
-        """Backends to try in order; references skip those that cannot take them."""
+        """Backends to try in order."""
+        if job.references:
+            return reference_candidates(job, settings)
         if job.backend:
-            names = [job.backend]
-        else:
-            first = primary_backend(settings, selfie=job.selfie, style=style)
-            names = list(dict.fromkeys([first, *settings.routing.fallback]))
-        if not job.references:
-            return names
-        able = [
-            n for n in names if n in settings.backends and settings.backends[n].supports_references
-        ]
-        if not able:
-            raise ReferencesUnsupportedError(
-                f"none of {names} takes reference images", backend=names[0]
-            )
-        return able
+            return [job.backend]
+        first = primary_backend(settings, selfie=job.selfie, style=style)
+        return list(dict.fromkeys([first, *settings.routing.fallback]))
 
     async def _first_success(
         self,
@@ -272,9 +321,9 @@ MAX_REFERENCES = 4
 
 
 async def fetch_references(
-    session: aiohttp.ClientSession, urls: Sequence[str], *, proxy: str = ""
+    session: aiohttp.ClientSession, sources: Sequence[ReferenceSource], *, proxy: str = ""
 ) -> tuple[ReferenceImage, ...]:
-    """Download reference images from chat (http(s) only, capped, image bytes only)."""
+    """Fetch reference images: URLs over http(s) only, local files (CLI); capped, images only."""
     options = RequestOptions(
         backend="参考图",
         timeout=REFERENCE_TIMEOUT,
@@ -283,11 +332,14 @@ async def fetch_references(
         proxy=proxy or None,
     )
     references = []
-    for url in urls[:MAX_REFERENCES]:
-        try:
-            data, _ = await download(session, url, options)
-        except BackendError as err:
-            raise ReferenceImageError(f"reference download failed: {err}") from err
+    for source in sources[:MAX_REFERENCES]:
+        if isinstance(source, Path):
+            data = await asyncio.to_thread(_read_reference_file, source)
+        else:
+            try:
+                data, _ = await download(session, source, options)
+            except BackendError as err:
+                raise ReferenceImageError(f"reference download failed: {err}") from err
         mime = sniff_mime(data)
         if mime is None:
             raise ReferenceImageError(
@@ -295,6 +347,22 @@ async def fetch_references(
             )
         references.append(ReferenceImage(data=data, mime=mime))
     return tuple(references)
+
+
+def _read_reference_file(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            data = file.read(REFERENCE_MAX_BYTES + 1)
+    except OSError as err:
+        raise ReferenceImageError(
+            f"cannot read reference {path}: {err}", user_message=f"读不了参考图 {path}"
+        ) from err
+    if len(data) > REFERENCE_MAX_BYTES:
+        raise ReferenceImageError(
+            f"reference {path} is larger than {REFERENCE_MAX_BYTES} bytes",
+            user_message="参考图太大了",
+        )
+    return data
 
 
 _saved_counter = itertools.count()

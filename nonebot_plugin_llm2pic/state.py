@@ -41,9 +41,6 @@ pipeline: Pipeline | None = None
 
 jobs: set[asyncio.Task[None]] = set()
 """Background jobs in flight; shutdown cancels them."""
-run_inline = False
-"""Test seam: await each job inside its handler instead of in the background (nonebug checks
-the expected sends when its `test_matcher` block exits)."""
 
 driver = get_driver()
 
@@ -73,16 +70,10 @@ def get_pipeline() -> Pipeline:
 
 
 async def spawn(job: Coroutine[Any, Any, None]) -> None:
-    """Run a job in the background (tracked), or inline under the test seam."""
-    if run_inline:
-        await job
-        return
+    """Run a job in the background, tracked so shutdown can cancel it.
+
+    A coroutine function so that a test can swap in one that awaits the job inline.
+    """
     task = asyncio.create_task(job)
     jobs.add(task)
     task.add_done_callback(jobs.discard)
-
-
-async def wait_jobs() -> None:
-    """Wait until every background job has finished (CLI/tests)."""
-    while jobs:
-        await asyncio.gather(*list(jobs), return_exceptions=True)

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps
 
 from .exceptions import BackendError, BackendStatusError, ImageError, ReferenceImageError
-from .imaging import _decode, _flatten, _opaque, _open, in_worker, sniff_mime
+from .imaging import _decode, _flatten, _opaque, _open, sniff_mime
 from .settings import VisionDetail
 from .transport import RequestOptions, download
+from .worker import in_worker
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)

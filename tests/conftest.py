@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import nonebot
 import pytest
@@ -71,3 +73,15 @@ def config_file() -> Path:
     store.reload()
     for group in list(groups.disabled):
         groups.set_enabled(group, True)
+
+
+@pytest.fixture
+def inline_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs run inside their handler instead of in the background, so nonebug sees the outcome
+    before its `test_matcher` block exits."""
+    from nonebot_plugin_llm2pic import state
+
+    async def run_inline(job: Coroutine[Any, Any, None]) -> None:
+        await job
+
+    monkeypatch.setattr(state, "spawn", run_inline)

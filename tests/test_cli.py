@@ -190,3 +190,29 @@ async def test_config_set_and_get_roundtrip(tmp_path: Path):
     assert code == 1
     assert "limits.max_queue: expected an integer" in err
     assert (tmp_path / "llm2pic.toml").read_bytes() == before
+
+
+async def test_draw_with_local_reference_image(tmp_path: Path):
+    """`draw --image PATH` reads the local file and sends it to images/edits as the reference."""
+    reference = make_png(24, 24, (5, 6, 7))
+    (tmp_path / "ref.png").write_bytes(reference)
+    async with FakeOpenAI() as images:
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(images))
+        code, out, err = await run_cli(
+            tmp_path, "draw", "画成动漫风", "--image", "ref.png", "-o", "out.png"
+        )
+    assert code == 0, err
+    assert "backend: openai" in out
+    [edit] = images.requests
+    assert edit.path == "/v1/images/edits"
+    assert [p.data for p in edit.parts if p.name == "image[]"] == [reference]
+
+
+async def test_draw_reference_unsupported_fails_before_drawing(tmp_path: Path):
+    """`draw --image` on a backend without reference support fails at once and draws nothing."""
+    (tmp_path / "ref.png").write_bytes(make_png(8, 8, (1, 1, 1)))
+    write_config(tmp_path, routing={"default": "zimage"})
+    code, _, err = await run_cli(tmp_path, "draw", "画成油画", "--image", "ref.png")
+    assert code == 1
+    assert "不支持参考图" in err
+    assert not (tmp_path / "out.png").exists()

@@ -1,7 +1,7 @@
 """Drawing requests through nonebug: every matcher path and refusal, against a local upstream.
 
 The image backend is the `openai` backend talking to the aiohttp fake in `fakes/openai_server`
-(real HTTP on loopback); jobs run inline (the `state.run_inline` seam) so nonebug sees the
+(real HTTP on loopback); jobs run inline (the `inline_jobs` fixture) so nonebug sees the
 outcome before its `test_matcher` block ends.
 """
 
@@ -35,7 +35,7 @@ _users = itertools.count(30000)
 
 
 @pytest.fixture
-async def upstream(config_file: Path):
+async def upstream(config_file: Path, inline_jobs: None):
     """A fake OpenAI Images upstream routed as the default backend; jobs run inline."""
     from nonebot_plugin_llm2pic import state
 
@@ -45,11 +45,7 @@ async def upstream(config_file: Path):
         state.store.set("backends.openai.api_key", "sk-test")
         state.store.set("routing.default", "openai")
         state.store.set("limits.user_cooldown_seconds", "0")
-        state.run_inline = True
-        try:
-            yield fake
-        finally:
-            state.run_inline = False
+        yield fake
 
 
 def new_user() -> int:
@@ -192,20 +188,25 @@ async def test_pic_command_in_private(app: App, upstream: FakeOpenAI):
     assert upstream.requests[-1].json["prompt"] == "一只戴帽子的狗"
 
 
+FLAGS_USAGE = "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"
+
+
 @pytest.mark.parametrize(
-    ("text", "reply"),
+    ("text", "user", "reply"),
     [
-        ("/pic", "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"),
-        ("/pic -x 猫", "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"),
-        ("/pic -r 猫", "只有管理员可以使用 -r / -b 参数"),
-        ("/pic -b openai 猫", "只有管理员可以使用 -r / -b 参数"),
+        ("/pic", None, "用法：/pic <描述>"),
+        ("/pic -x 猫", None, "用法：/pic <描述>"),
+        ("/pic", int(SUPERUSER_ID), FLAGS_USAGE),
+        ("/pic -x 猫", int(SUPERUSER_ID), FLAGS_USAGE),
+        ("/pic -r 猫", None, "只有超级用户可以使用 -r / -b 参数"),
+        ("/pic -b openai 猫", None, "只有超级用户可以使用 -r / -b 参数"),
     ],
 )
-async def test_pic_usage_and_flag_permission(app: App, upstream: FakeOpenAI, text, reply):
-    """No text → usage; flags are superuser-only by default."""
+async def test_pic_usage_and_flag_permission(app: App, upstream: FakeOpenAI, text, user, reply):
+    """No text → usage, showing the flags only to superusers; flags are superuser-only."""
     from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
 
-    event = group_message(text, user_id=new_user())
+    event = group_message(text, user_id=user or new_user())
     async with app.test_matcher(pic_cmd) as ctx:
         bot = make_bot(ctx)
         ctx.receive_event(bot, event)

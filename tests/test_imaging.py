@@ -22,7 +22,6 @@ from nonebot_plugin_llm2pic.imaging import (
     MAX_IMAGE_PIXELS,
     CropSpec,
     convert_image,
-    inspect_image,
     process_image,
     process_image_async,
     sniff_mime,
@@ -158,13 +157,6 @@ CROP_BOXES: dict[tuple[CropPosition, int], tuple[int, int, int, int]] = {
 def test_sniff_mime(data: bytes, expected: str | None) -> None:
     """Magic bytes decide the MIME type; anything else is None."""
     assert sniff_mime(data) == expected
-
-
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
-def test_inspect_image_reports_mime_and_size(fmt: str) -> None:
-    """inspect_image returns the sniffed MIME type and the header dimensions."""
-    mime, width, height = inspect_image(encode(photo(40, 30), fmt))
-    assert (mime, width, height) == (f"image/{fmt.lower()}", 40, 30)
 
 
 def test_no_change_returns_the_same_bytes_object() -> None:
@@ -328,10 +320,10 @@ def test_zero_pixel_crop_is_no_crop() -> None:
         (png_header_only(40000, 40000), "too large"),  # Pillow's own DecompressionBombError
     ],
 )
-def test_inspect_rejects_bad_input(data: bytes, reason: str) -> None:
+def test_open_rejects_bad_input(data: bytes, reason: str) -> None:
     """Non-images, broken headers and decompression bombs raise ImageError with a reason."""
     with pytest.raises(ImageError, match=reason) as info:
-        inspect_image(data)
+        process_image(data, crop=None, max_bytes=BIG_CAP)
     assert info.value.user_message
 
 

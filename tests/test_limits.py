@@ -12,12 +12,16 @@ import pytest
 
 from nonebot_plugin_llm2pic.limits import (
     PRUNE_EVERY_USERS,
+    Admission,
+    AdmissionLimits,
     JobQueue,
     QueueFullError,
     QuotaExceededError,
     QuotaStore,
     RateLimiter,
+    Refusal,
     Ticket,
+    admit,
     quota_day,
 )
 
@@ -543,3 +547,201 @@ async def test_slot_on_closed_ticket_is_refused() -> None:
     with pytest.raises(RuntimeError):
         async with ticket.slot("a", max_concurrency=1):
             pass
+
+
+async def test_booked_tickets_get_slots_in_acceptance_order() -> None:
+    """A job still writing its prompt keeps its place: later jobs ready first wait behind it."""
+    queue = JobQueue()
+    order: list[int] = []
+    tickets = [queue.accept(max_queue=10, backend="a") for _ in range(4)]
+    assert [t.ahead("a") for t in tickets] == [0, 1, 2, 3]
+
+    async def job(index: int, prompt_seconds: float) -> None:
+        await asyncio.sleep(prompt_seconds)  # the later the job, the faster its prompt
+        async with tickets[index].slot("a", max_concurrency=1):
+            order.append(index)
+            await asyncio.sleep(0)
+        tickets[index].close()
+
+    await settle(*(job(i, 0.01 * (4 - i)) for i in range(4)))
+    assert order == [0, 1, 2, 3]
+    assert (queue.waiting, queue.running) == (0, 0)
+
+
+async def test_prompt_writing_holds_no_slot() -> None:
+    """Booked tickets within max_concurrency draw while the one ahead still writes its prompt."""
+    queue = JobQueue()
+    writing, ready = (
+        queue.accept(max_queue=10, backend="a"),
+        queue.accept(max_queue=10, backend="a"),
+    )
+    async with ready.slot("a", max_concurrency=2):
+        assert (queue.waiting, queue.running) == (1, 1)
+        assert writing.ahead("a") == 0
+    writing.close()
+    ready.close()
+
+
+async def test_closed_booking_lets_the_next_in_line_through() -> None:
+    """A job that ends before its slot (failed prompt, bad reference) frees its place."""
+    queue = JobQueue()
+    doomed = queue.accept(max_queue=10, backend="a")
+    waiter = queue.accept(max_queue=10, backend="a")
+    task = asyncio.create_task(run_in_slot(waiter, "a", 1))
+    await asyncio.sleep(0)
+    assert not task.done()
+    doomed.close()
+    await settle(task)
+    assert (queue.waiting, queue.running) == (0, 0)
+
+
+async def test_moving_to_another_backend_queues_at_its_back() -> None:
+    """A job whose style or fallback picks another backend joins that line behind those booked."""
+    queue = JobQueue()
+    holder = await Holder(queue, "b").__aenter__()
+    mover = queue.accept(max_queue=10, backend="a")
+    booked_b = queue.accept(max_queue=10, backend="b")
+    order: list[str] = []
+
+    async def run(ticket: Ticket, name: str) -> None:
+        async with ticket.slot("b", max_concurrency=1):
+            order.append(name)
+        ticket.close()
+
+    moving = asyncio.create_task(run(mover, "mover"))
+    await asyncio.sleep(0)
+    assert queue.ahead(mover, "a") == 0  # left line "a" (an empty line counts nobody)
+    assert mover.ahead("b") == 2
+    assert booked_b.ahead("b") == 1
+    await holder.release()
+    await settle(run(booked_b, "booked"), moving)
+    assert order == ["booked", "mover"]
+    assert (queue.waiting, queue.running) == (0, 0)
+
+
+# --- admit -------------------------------------------------------------------------------------
+
+LIMITS = AdmissionLimits(
+    cooldown=30, per_minute=5, user_daily_quota=2, group_daily_quota=10, max_queue=2
+)
+
+
+async def test_admit_takes_place_hit_and_units(quota: QuotaStore) -> None:
+    """An admitted request holds a queue place on its backend, starts the cooldown and
+    reserves its units of both quotas."""
+    limiter, queue = RateLimiter(), JobQueue()
+    outcome = await admit(
+        limiter=limiter,
+        queue=queue,
+        quota=quota,
+        limits=LIMITS,
+        user_id="u",
+        group_id="g",
+        backend="a",
+        units=2,
+    )
+    assert isinstance(outcome, Admission)
+    assert outcome.reservation is not None
+    assert outcome.reservation.units == 2
+    assert queue.waiting == 1
+    assert outcome.ticket.ahead("a") == 0
+    assert await quota.usage(user_id="u", group_id="g") == (2, 2)
+    assert limiter.check("u", cooldown=30, per_minute=5) is not None
+    await quota.release(outcome.reservation)
+    assert await quota.usage(user_id="u", group_id="g") == (0, 0)
+
+
+async def test_admit_cooldown_refusal_takes_nothing(quota: QuotaStore) -> None:
+    """A user within the cooldown is refused with the seconds left; no place, no quota."""
+    limiter, queue = RateLimiter(), JobQueue()
+    limiter.hit("u")
+    outcome = await admit(
+        limiter=limiter,
+        queue=queue,
+        quota=quota,
+        limits=LIMITS,
+        user_id="u",
+        group_id="g",
+        backend="a",
+    )
+    assert outcome == Refusal("cooldown", "画得太快啦，请 30 秒后再试")
+    assert queue.waiting == 0
+    assert await quota.usage(user_id="u", group_id="g") == (0, 0)
+
+
+async def test_admit_quota_refusal_gives_the_place_back(quota: QuotaStore) -> None:
+    """More units than the quota has left are refused, and the queue place is returned."""
+    limiter, queue = RateLimiter(), JobQueue()
+    outcome = await admit(
+        limiter=limiter,
+        queue=queue,
+        quota=quota,
+        limits=LIMITS,
+        user_id="u",
+        group_id="g",
+        backend="a",
+        units=3,
+    )
+    assert isinstance(outcome, Refusal)
+    assert outcome.reason == "quota"
+    assert queue.waiting == 0
+    assert queue.accept(max_queue=9).ahead("a") == 0  # its booking is gone too
+    assert await quota.usage(user_id="u", group_id="g") == (0, 0)
+
+
+async def test_admit_queue_full_starts_no_cooldown(quota: QuotaStore) -> None:
+    """A full queue refuses before the cooldown starts, so the user may retry at once."""
+    limiter, queue = RateLimiter(), JobQueue()
+    for _ in range(LIMITS.max_queue):
+        queue.accept(max_queue=LIMITS.max_queue)
+    outcome = await admit(
+        limiter=limiter,
+        queue=queue,
+        quota=quota,
+        limits=LIMITS,
+        user_id="u",
+        group_id="g",
+        backend="a",
+    )
+    assert outcome == Refusal("queue", "排队的人太多了，请稍后再试")
+    assert limiter.check("u", cooldown=30, per_minute=5) is None
+
+
+async def test_admit_same_user_twice_at_once_passes_once(quota: QuotaStore) -> None:
+    """Two requests from one user arriving together: the second meets the cooldown."""
+    limiter, queue = RateLimiter(), JobQueue()
+    outcomes = await asyncio.gather(
+        *(
+            admit(
+                limiter=limiter,
+                queue=queue,
+                quota=quota,
+                limits=LIMITS,
+                user_id="u",
+                group_id="g",
+                backend="a",
+            )
+            for _ in range(2)
+        )
+    )
+    assert [type(o) for o in outcomes] == [Admission, Refusal]
+    assert await quota.usage(user_id="u", group_id="g") == (1, 1)
+
+
+async def test_admit_exempt_skips_cooldown_and_quota(quota: QuotaStore) -> None:
+    """A superuser (exempt) is admitted within the cooldown and reserves nothing."""
+    limiter, queue = RateLimiter(), JobQueue()
+    limiter.hit("u")
+    outcome = await admit(
+        limiter=limiter,
+        queue=queue,
+        quota=quota,
+        limits=LIMITS,
+        user_id="u",
+        group_id="g",
+        backend="a",
+        exempt=True,
+    )
+    assert isinstance(outcome, Admission)
+    assert outcome.reservation is None
+    assert await quota.usage(user_id="u", group_id="g") == (0, 0)

@@ -183,7 +183,7 @@ async def test_env_key_resolved_but_never_shown(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.fixture
-async def keyed_upstream(config_file: Path):
+async def keyed_upstream(config_file: Path, inline_jobs: None):
     """The live bot routed to a fake that knows SECRET; saving images on; jobs run inline."""
     from nonebot_plugin_llm2pic import state
 
@@ -200,11 +200,7 @@ async def keyed_upstream(config_file: Path):
             ("plugin.show_prompt", "true"),
         ]:
             state.store.set(key, value)
-        state.run_inline = True
-        try:
-            yield fake
-        finally:
-            state.run_inline = False
+        yield fake
 
 
 async def test_chat_replies_logs_and_sidecars_hold_no_key(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nonebot_plugin_llm2pic.sse import ServerSentEvent, SSEDecoder, aiter_sse
+from nonebot_plugin_llm2pic.sse import ServerSentEvent, SSEDecoder
 
 E = ServerSentEvent
 
@@ -143,16 +143,6 @@ def test_field_name_split_across_chunks() -> None:
 def test_json_helper() -> None:
     """``ServerSentEvent.json`` parses the data."""
     assert E(data='{"a": 1}').json() == {"a": 1}
-
-
-async def test_aiter_sse() -> None:
-    """The async wrapper decodes an async chunk stream."""
-
-    async def chunks():
-        yield b"data: a\n"
-        yield b"\ndata: b\n\n"
-
-    assert [event async for event in aiter_sse(chunks())] == [E(data="a"), E(data="b")]
 
 
 @pytest.mark.parametrize("offset", [0, 1, 2, 3])

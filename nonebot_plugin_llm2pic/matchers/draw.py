@@ -1,15 +1,15 @@
-"""Drawing requests from chat: `/pic`, natural language and selfies (SPEC §3).
+"""Drawing requests from chat: `/pic`, natural language and selfies.
 
-Handlers only decide whether a request is accepted (switches, blocked users, banned words,
-cooldown, quota, queue), acknowledge it, and hand the job to a tracked background task. Every
-accepted request ends in exactly one outcome reply: the image, or one short Chinese reason.
+Handlers parse the request, refuse what is known to fail (banned words, an unreadable reply,
+references no backend takes, an unknown backend), let ``limits.admit`` decide on cooldown, queue
+and quota, acknowledge, and hand the job to a tracked background task. Every accepted request
+ends in exactly one outcome reply: the image, or one short Chinese reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import shlex
 import time
 from dataclasses import dataclass, replace
@@ -35,12 +35,12 @@ from .. import state
 from ..config import data_dir
 from ..exceptions import Llm2PicError
 from ..history import HistoryEntry
-from ..imaging import in_worker
 from ..intent import aspect_hint, detect_intent
-from ..limits import QueueFullError, QuotaExceededError, Reservation, Ticket
-from ..pipeline import DrawJob, DrawResult, fetch_references, primary_backend, save_result
+from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
+from ..pipeline import DrawJob, DrawResult, plan_backend, save_result
 from ..prompt_writer import judge_intent
 from ..settings import Settings
+from ..worker import in_worker
 from .record import message_text, sending_picture
 
 IMAGE_SEND_TIMEOUT = 60.0
@@ -51,7 +51,8 @@ report), so the wait for the send is ``IMAGE_SEND_TIMEOUT`` plus ``IMAGE_SEND_TI
 per MB of image, capped."""
 OUTBOX_KEEP = 20
 """Files kept in the `send_mode = "file"` outbox; older ones are deleted."""
-PIC_USAGE = "用法：/pic <描述>（-r 直接用描述当提示词，-b <后端> 指定后端）"
+PIC_USAGE = "用法：/pic <描述>"
+PIC_FLAGS_USAGE = "（-r 直接用描述当提示词，-b <后端> 指定后端）"
 UNEXPECTED_ERROR = "出错了，请稍后再试"
 
 settings_at_start = state.store.settings
@@ -65,7 +66,6 @@ class Request:
     job: DrawJob
     natural: bool
     """Natural-language trigger: limit refusals are answered at most once per window."""
-    reference_urls: tuple[str, ...] = ()
     reply_unreadable: bool = False
     """The message quotes another one that could not be fetched (expired, pre-restart)."""
 
@@ -89,7 +89,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
     if not _enabled_here(event):
         return False
     settings = state.store.settings
-    text = event.get_plaintext().strip()
+    text, by_name = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     intent = detect_intent(text, has_image=_has_image(event))
     if intent.kind == "draw" and not settings.plugin.natural_language:
         return False
@@ -97,7 +97,7 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
         return False
     if intent.kind not in ("draw", "selfie"):
         return False
-    addressed = event.is_tome()
+    addressed = event.is_tome() or by_name
     if settings.plugin.require_mention and not addressed:
         return False
     if not intent.explicit and not addressed:
@@ -108,6 +108,16 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
             return False
     matcher_state["intent"] = intent
     return True
+
+
+def _strip_persona_name(text: str, name: str) -> tuple[str, bool]:
+    """``text`` without a leading ``persona.name`` (「小画，想看看樱花」), and whether it had one.
+
+    The persona's name calls the bot like a NoneBot ``NICKNAME`` does, with or without one set.
+    """
+    if not name or not text.startswith(name):
+        return text, False
+    return text[len(name) :].lstrip(" ,，:：!！~～、"), True
 
 
 def _has_image(event: MessageEvent) -> bool:
@@ -129,14 +139,16 @@ async def handle_pic(
 ) -> None:
     """`/pic [-r] [-b NAME] <描述>`."""
     settings = await _fresh_settings()
+    may_flag = settings.plugin.allow_flags or await SUPERUSER(bot, event)
+    usage = PIC_USAGE + (PIC_FLAGS_USAGE if may_flag else "")
     try:
         raw, backend, text = parse_pic_args(arg.extract_plain_text())
     except ValueError:
-        await matcher.finish(PIC_USAGE)
+        await matcher.finish(usage)
     if not text:
-        await matcher.finish(PIC_USAGE)
-    if (raw or backend) and not settings.plugin.allow_flags and not await SUPERUSER(bot, event):
-        await matcher.finish("只有管理员可以使用 -r / -b 参数")
+        await matcher.finish(usage)
+    if (raw or backend) and not may_flag:
+        await matcher.finish("只有超级用户可以使用 -r / -b 参数")
     if backend and backend not in settings.backends:
         names = "、".join(sorted(settings.backends))
         await matcher.finish(f"没有名为 {backend} 的后端，可用：{names}")
@@ -147,24 +159,22 @@ async def handle_pic(
         aspect=aspect_hint(text),
         history=_history(event, settings),
     )
-    await _accept(bot, event, matcher, await _with_references(bot, event, job, natural=False))
+    await _start(bot, event, await _with_references(bot, event, job, natural=False))
 
 
 @natural.handle()
-async def handle_natural(
-    bot: Bot, event: GroupMessageEvent, matcher: Matcher, matcher_state: T_State
-) -> None:
+async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher_state: T_State) -> None:
     """A natural-language or selfie request that passed the rule."""
     settings = await _fresh_settings()
     intent = matcher_state["intent"]
-    text = event.get_plaintext().strip()
+    text, _ = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
     job = DrawJob(
         text=intent.subject or text,
         selfie=intent.kind == "selfie",
         aspect=aspect_hint(text),
         history=_history(event, settings),
     )
-    await _accept(bot, event, matcher, await _with_references(bot, event, job, natural=True))
+    await _start(bot, event, await _with_references(bot, event, job, natural=True))
 
 
 def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
@@ -216,7 +226,7 @@ def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...
 async def _with_references(
     bot: Bot, event: MessageEvent, job: DrawJob, *, natural: bool
 ) -> Request:
-    """Collect reference image URLs from the message and the message it replies to."""
+    """Add the reference image URLs of the message and of the message it replies to."""
     urls = _image_urls(event.original_message)
     unreadable = False
     reply = event.reply
@@ -230,9 +240,8 @@ async def _with_references(
     elif reply is not None:
         urls += _image_urls(reply.message)
     return Request(
-        job=job,
+        job=replace(job, references=tuple(urls)),
         natural=natural,
-        reference_urls=tuple(urls),
         reply_unreadable=unreadable and not urls,
     )
 
@@ -247,11 +256,9 @@ def _image_urls(message: Message) -> list[str]:
     return urls
 
 
-async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Request) -> None:
-    """Refuse (switches, words, limits, queue) or acknowledge and start the job."""
+async def _start(bot: Bot, event: MessageEvent, request: Request) -> None:
+    """Refuse what is known to fail or what the limits turn away; else acknowledge and run."""
     settings = state.store.settings
-    user_id = event.get_user_id()
-    group_id = str(event.group_id) if isinstance(event, GroupMessageEvent) else None
     lowered = request.job.text.lower()
     if any(word and word.lower() in lowered for word in settings.generation.banned_words):
         await _reply(bot, event, settings, "这个描述包含不允许的内容，换一个吧")
@@ -259,51 +266,39 @@ async def _accept(bot: Bot, event: MessageEvent, matcher: Matcher, request: Requ
     if request.reply_unreadable:
         await _reply(bot, event, settings, "找不到你回复的那条消息（可能太久了），请重新发送图片")
         return
+    try:
+        backend = plan_backend(request.job, settings)
+    except Llm2PicError as err:
+        await _reply(bot, event, settings, err.user_message)
+        return
 
     limits = settings.limits
-    exempt = limits.superusers_exempt and await SUPERUSER(bot, event)
-    if not exempt:
-        wait = state.limiter.check(
-            user_id, cooldown=limits.user_cooldown_seconds, per_minute=limits.user_per_minute
-        )
-        if wait is not None:
-            await _refuse(
-                bot, event, settings, request, f"画得太快啦，请 {math.ceil(wait)} 秒后再试"
-            )
-            return
-    # Cooldown check, queue place and hit with no await in between: two messages from one user
-    # arriving together must not both pass the cooldown while the first awaits its quota.
-    try:
-        ticket = state.queue.accept(max_queue=limits.max_queue)
-    except QueueFullError as err:
-        await _refuse(bot, event, settings, request, err.user_message)
+    outcome = await admit(
+        limiter=state.limiter,
+        queue=state.queue,
+        quota=state.quota,
+        limits=AdmissionLimits(
+            cooldown=limits.user_cooldown_seconds,
+            per_minute=limits.user_per_minute,
+            user_daily_quota=limits.user_daily_quota,
+            group_daily_quota=limits.group_daily_quota,
+            max_queue=limits.max_queue,
+            quota_timezone=limits.quota_timezone,
+        ),
+        user_id=event.get_user_id(),
+        group_id=str(event.group_id) if isinstance(event, GroupMessageEvent) else None,
+        backend=backend,
+        exempt=limits.superusers_exempt and await SUPERUSER(bot, event),
+    )
+    if isinstance(outcome, Refusal):
+        await _refuse(bot, event, settings, request, outcome.message)
         return
-    reservation: Reservation | None = None
-    if not exempt:
-        state.limiter.hit(user_id)
-        try:
-            reservation = await state.quota.reserve(
-                user_id=user_id,
-                group_id=group_id,
-                user_limit=limits.user_daily_quota,
-                group_limit=limits.group_daily_quota,
-                tz=limits.quota_timezone,
-            )
-        except BaseException as err:
-            ticket.close()
-            if not isinstance(err, QuotaExceededError):
-                raise
-            await _refuse(bot, event, settings, request, err.user_message)
-            return
-
     if settings.plugin.ack_message:
-        ahead = ticket.ahead(
-            request.job.backend or primary_backend(settings, selfie=request.job.selfie)
-        )
+        ahead = outcome.ticket.ahead(backend)
         waits = ahead >= limits.max_concurrency  # it will queue: say how many are before it
         ack = settings.plugin.ack_message + (f"（前面还有 {ahead} 个）" if waits else "")
         await _reply(bot, event, settings, ack)
-    await state.spawn(_run_job(bot, event, request, ticket, reservation))
+    await state.spawn(_run_job(bot, event, request.job, outcome.ticket, outcome.reservation))
 
 
 async def _refuse(
@@ -321,20 +316,13 @@ async def _refuse(
 
 
 async def _run_job(
-    bot: Bot, event: MessageEvent, request: Request, ticket: Ticket, reservation: Reservation | None
+    bot: Bot, event: MessageEvent, job: DrawJob, ticket: Ticket, reservation: Reservation | None
 ) -> None:
-    """Fetch references, run the pipeline, send the outcome; release quota on failure."""
+    """Run the pipeline, send the outcome; release quota on failure."""
     delivered = False
     try:
-        pipeline = state.get_pipeline()
+        result = await state.get_pipeline().run(job, ticket)
         settings = state.store.settings
-        job = request.job
-        if request.reference_urls:
-            references = await fetch_references(
-                pipeline.session, request.reference_urls, proxy=settings.llm.proxy
-            )
-            job = replace(job, references=references)
-        result = await pipeline.run(job, ticket)
         if settings.plugin.save_images:
             await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
         delivered = await _send_result(bot, event, settings, result)
