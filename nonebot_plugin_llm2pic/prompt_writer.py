@@ -201,6 +201,7 @@ def _build_messages(
     *,
     selfie: bool,
     prompt_style: PromptStyle,
+    previous_prompt: str = "",
 ) -> tuple[ChatMessage, ...]:
     request = request_text.strip()
     # The request is usually also the newest chat line; show it once, as the request.
@@ -210,13 +211,14 @@ def _build_messages(
     about_bot = selfie or bool(_ABOUT_THE_BOT.search(request)) or bool(name and name in request)
     persona = _persona_text(settings, with_looks=about_bot)
     chat = "\n".join(_chat_lines(settings, history)) or "(no recent messages)"
-    parts = [
-        "## Recent chat (oldest first; context only)",
-        chat,
-        "",
-        "## Drawing request (this decides the subject)",
-        request,
-    ]
+    parts = ["## Recent chat (oldest first; context only)", chat]
+    if previous_prompt:
+        parts += [
+            "",
+            "## The picture to draw again (its prompt; keep it, change what the request asks)",
+            previous_prompt,
+        ]
+    parts += ["", "## Drawing request (this decides the subject)", request]
     if selfie:
         parts += ["", SELFIE_INSTRUCTION]
     parts += ["", "Answer with the JSON object only."]
@@ -237,14 +239,27 @@ async def write_prompt(
     *,
     selfie: bool,
     prompt_style: PromptStyle,
+    previous_prompt: str = "",
 ) -> WrittenPrompt:
-    """Turn a request into an English prompt; falls back instead of raising on LLM trouble."""
+    """Turn a request into an English prompt; falls back instead of raising on LLM trouble.
+
+    ``previous_prompt``: the request amends the picture made from it ("再来一张，但是要夜景").
+    """
     llm = settings.llm
+    # Without the LLM an amendment is added to the old prompt.
+    fallback_text = (
+        f"{previous_prompt}, {request_text.strip()}" if previous_prompt else request_text
+    )
     if not llm.configured:
         logger.debug("prompt writer: no [llm] configured, using the fallback prompt")
-        return _fallback(settings, request_text, selfie=selfie)
+        return _fallback(settings, fallback_text, selfie=selfie)
     messages = _build_messages(
-        settings, request_text, history, selfie=selfie, prompt_style=prompt_style
+        settings,
+        request_text,
+        history,
+        selfie=selfie,
+        prompt_style=prompt_style,
+        previous_prompt=previous_prompt,
     )
     try:
         raw = await _complete(session, llm, messages, temperature=llm.temperature)
@@ -252,11 +267,11 @@ async def write_prompt(
         raise  # the request itself was refused: drawing it anyway would dodge the moderation
     except Llm2PicError as err:
         logger.warning("prompt writer failed (%s); using the fallback prompt", err)
-        return _fallback(settings, request_text, selfie=selfie)
+        return _fallback(settings, fallback_text, selfie=selfie)
     prompt, style = clean_output(raw)
     if not prompt:
         logger.warning("prompt writer gave no usable prompt; using the fallback prompt")
-        return _fallback(settings, request_text, selfie=selfie)
+        return _fallback(settings, fallback_text, selfie=selfie)
     return WrittenPrompt(prompt, style, "llm")
 
 

@@ -17,6 +17,7 @@ from .config import Config, data_dir, resolve_config_path
 from .group_switch import GroupSwitch
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
+from .persona_refs import LOOKS_FILENAME, PersonaLooks
 from .pipeline import Pipeline
 from .recent import RecentPictures
 from .settings_store import SettingsStore
@@ -49,7 +50,13 @@ driver = get_driver()
 async def _open() -> None:
     global pipeline
     await quota.open()
-    pipeline = Pipeline(new_session(), lambda: store.settings, queue)
+    pipeline = Pipeline(
+        new_session(),
+        lambda: store.settings,
+        queue,
+        roots=store.reference_roots,
+        looks=PersonaLooks(data_dir() / LOOKS_FILENAME),
+    )
 
 
 @driver.on_shutdown

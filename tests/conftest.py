@@ -85,3 +85,12 @@ def inline_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
         await job
 
     monkeypatch.setattr(state, "spawn", run_inline)
+
+
+@pytest.fixture(autouse=True)
+def _no_recent_pictures() -> None:
+    """Each test starts without the pictures the bot sent in earlier ones (message ids repeat)."""
+    from nonebot_plugin_llm2pic import state
+    from nonebot_plugin_llm2pic.recent import RecentPictures
+
+    state.recent = RecentPictures()

@@ -32,15 +32,18 @@ from nonebot.permission import SUPERUSER
 from nonebot.typing import T_State
 
 from .. import state
+from ..backends import ReferenceImage
 from ..config import data_dir
 from ..exceptions import Llm2PicError
 from ..history import HistoryEntry
 from ..intent import aspect_hint, detect_intent
 from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
-from ..pipeline import DrawJob, DrawResult, plan_backend, save_result
+from ..pipeline import DrawJob, DrawResult, ReferenceSource, plan_backend, save_result
 from ..prompt_writer import judge_intent
+from ..recent import RecentPicture
 from ..settings import Settings
 from ..worker import in_worker
+from .characters import avatars, replied_picture, with_own_avatar
 from .record import message_text, sending_picture
 
 IMAGE_SEND_TIMEOUT = 60.0
@@ -90,14 +93,16 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
         return False
     settings = state.store.settings
     text, by_name = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
-    intent = detect_intent(text, has_image=_has_image(event))
+    subjects = avatars(event, settings, text, in_request=False)
+    intent = detect_intent(text, has_image=_has_image(event) or bool(subjects))
+    intent = with_own_avatar(intent, text, settings)
     if intent.kind == "draw" and not settings.plugin.natural_language:
         return False
     if intent.kind == "selfie" and not settings.plugin.selfie:
         return False
     if intent.kind not in ("draw", "selfie"):
         return False
-    addressed = event.is_tome() or by_name
+    addressed = event.is_tome() or by_name or replied_picture(event) is not None
     if settings.plugin.require_mention and not addressed:
         return False
     if not intent.explicit and not addressed:
@@ -226,11 +231,18 @@ def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...
 async def _with_references(
     bot: Bot, event: MessageEvent, job: DrawJob, *, natural: bool
 ) -> Request:
-    """Add the reference image URLs of the message and of the message it replies to."""
-    urls = _image_urls(event.original_message)
+    """Add the reference images of the message, of the message it replies to, and avatars.
+
+    A reply to one of the bot's recent pictures uses the kept picture and its prompt.
+    """
+    urls: list[ReferenceSource] = [*_image_urls(event.original_message)]
     unreadable = False
     reply = event.reply
-    if reply is None and any(seg.type == "reply" for seg in event.original_message):
+    picture = replied_picture(event)
+    if picture is not None:
+        urls.append(ReferenceImage(data=picture.image, mime=picture.mime))
+        job = replace(job, previous_prompt=picture.prompt)
+    elif reply is None and any(seg.type == "reply" for seg in event.original_message):
         reply_id = next(seg.data["id"] for seg in event.original_message if seg.type == "reply")
         try:  # the adapter's own get_msg failed or was skipped: try once more
             fetched = await bot.get_msg(message_id=int(reply_id))
@@ -239,6 +251,7 @@ async def _with_references(
             unreadable = True
     elif reply is not None:
         urls += _image_urls(reply.message)
+    urls += avatars(event, state.store.settings, event.get_plaintext(), in_request=True)
     return Request(
         job=replace(job, references=tuple(urls)),
         natural=natural,
@@ -325,7 +338,7 @@ async def _run_job(
         settings = state.store.settings
         if settings.plugin.save_images:
             await asyncio.to_thread(save_result, data_dir() / "images", result, job.text)
-        delivered = await _send_result(bot, event, settings, result)
+        delivered = await _send_result(bot, event, settings, job, result)
     except Llm2PicError as err:
         logger.warning(f"llm2pic job failed: {err}")
         await _reply(bot, event, state.store.settings, err.user_message)
@@ -341,7 +354,7 @@ async def _run_job(
 
 
 async def _send_result(
-    bot: Bot, event: MessageEvent, settings: Settings, result: DrawResult
+    bot: Bot, event: MessageEvent, settings: Settings, job: DrawJob, result: DrawResult
 ) -> bool:
     """Send the image once; a failure becomes a text notice, never a resend."""
     if settings.plugin.send_mode == "file":
@@ -354,7 +367,7 @@ async def _send_result(
         message += MessageSegment.text(f"\n提示词：{result.prompt}")
     try:
         with sending_picture(result.prompt):
-            await bot.send(
+            receipt = await bot.send(
                 event,
                 message,
                 reply_message=settings.plugin.reply_to_request,
@@ -368,7 +381,31 @@ async def _send_result(
         logger.warning(f"llm2pic image send refused: {err}")
         await _reply(bot, event, settings, "图片发送失败（可能被风控或图片过大），请稍后再试")
         return False
+    _remember(event, job, result, receipt)
     return True
+
+
+def _remember(event: MessageEvent, job: DrawJob, result: DrawResult, receipt: object) -> None:
+    """Keep a sent picture under its message id: replies to it edit it, "again" reuses it."""
+    message_id = receipt.get("message_id") if isinstance(receipt, dict) else None
+    if message_id is None:
+        return
+    state.recent.add(
+        RecentPicture(
+            message_id=str(message_id),
+            group_id=str(event.group_id) if isinstance(event, GroupMessageEvent) else None,
+            user_id=event.get_user_id(),
+            prompt=result.prompt,
+            style=None,
+            backend=result.backend,
+            seed=result.seed,
+            image=result.image.data,
+            mime=result.image.mime,
+            references=tuple(s for s in job.references if isinstance(s, ReferenceImage)),
+            request_text=job.text,
+            created=time.time(),
+        )
+    )
 
 
 def image_send_timeout(size: int) -> float:

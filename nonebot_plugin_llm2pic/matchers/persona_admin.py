@@ -21,7 +21,7 @@ from ..exceptions import ReferenceImageError, SettingsError
 from ..persona_refs import inspect
 from ..pipeline import fetch_references
 from ..settings import is_url, resolve_reference
-from .bot_pictures import replied_picture, reply_id
+from .characters import replied_picture, reply_id
 
 KEY = "persona.reference_images"
 PERSONA_DIR = "persona"
