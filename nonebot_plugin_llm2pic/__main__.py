@@ -14,6 +14,7 @@ from .config import CONFIG_ENV, PLUGIN_NAME
 from .exceptions import BackendUnavailableError, Llm2PicError, SettingsError
 from .imaging import convert_image
 from .intent import aspect_hint
+from .persona_refs import inspect
 from .pipeline import DrawJob, DrawResult, Pipeline
 from .prompt_writer import probe_llm
 from .settings import Settings
@@ -81,13 +82,13 @@ def _open_store():
     import nonebot
     from nonebot.log import logger
 
-    from .config import resolve_config_path
+    from .config import data_dir, resolve_config_path
 
     # NoneBot logs to stdout; a CLI verb's stdout is its answer, so only warnings, on stderr.
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
     nonebot.init(driver="~none")
-    store = SettingsStore(resolve_config_path())
+    store = SettingsStore(resolve_config_path(), data_dir())
     store.load()  # creates the file from the example when missing, like the bot does
     return store
 
@@ -149,7 +150,7 @@ def _draw(args: argparse.Namespace) -> int:
 
 async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> DrawResult:
     async with new_session() as session:
-        pipeline = Pipeline(session, lambda: store.settings)
+        pipeline = Pipeline(session, lambda: store.settings, roots=store.reference_roots)
         job = DrawJob(
             text=args.text,
             selfie=args.selfie,
@@ -169,11 +170,26 @@ def _check(args: argparse.Namespace) -> int:
     if store.last_error:
         return _fail(f"{store.path}: {store.last_error}")
     rows = [("config", "ok", str(store.path))]
+    rows += _persona_rows(store)
     rows += asyncio.run(_probe_all(store.settings))
     width = max(len(name) for name, _, _ in rows)
     for name, status, detail in rows:
         sys.stdout.write(f"{name:<{width}}  {status:<7}  {detail}\n")
     return 1 if any(status == "FAILED" for _, status, _ in rows) else 0
+
+
+def _persona_rows(store: SettingsStore) -> list[tuple[str, str, str]]:
+    """A row per persona reference image (never a failure: selfies do without them)."""
+    found = inspect(store.settings.persona.reference_images, store.reference_roots)
+    rows = []
+    for number, item in enumerate(found, start=1):
+        if item.path is None:
+            detail = f"{item.entry} (URL, fetched when a selfie is drawn)"
+        else:
+            size = f", {item.size} bytes" if item.size is not None else ""
+            detail = f"{item.path}{size}{f': {item.problem}' if item.problem else ''}"
+        rows.append((f"persona image {number}", "skipped" if item.problem else "ok", detail))
+    return rows
 
 
 async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
