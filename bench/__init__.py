@@ -1,1 +1,1 @@
-"""Benchmarks for SPEC §6; run each module from the repository root (see bench/README.md)."""
+"""Benchmarks of the performance budgets; run each module from the repository root (README.md)."""

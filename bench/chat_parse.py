@@ -2,7 +2,7 @@
 
 What: ``OpenAIBackend._image_from_chat`` on an answer already received (no upstream call), from
 the joined text to the image bytes, for 1, 4 and 8 MB of base64 in each shape a chat answer
-carries an image in (``reference/protocols.md`` §4):
+carries an image in:
 
 - ``markdown_data``: ``好的…![image](data:image/png;base64,…)`` (one content string);
 - ``markdown_streamed``: the same text as 4 KB stream deltas, joined before the parse;

@@ -2,7 +2,7 @@
 
 What: each picture of a corpus this script draws itself is saved as PNG (what image backends
 return), then put through ``imaging.process_image`` as the plugin does before sending, with
-``send_format = "auto"`` and ``"original"``; beside them, the ancestor's way (decode and re-encode
+``send_format = "auto"`` and ``"original"``; beside them, the naive way (decode and re-encode
 as PNG). For each: the bytes sent, their share of the original PNG, and SSIM against the original.
 
 SSIM is scikit-image's ``structural_similarity`` with ``gaussian_weights=True, sigma=1.5,
@@ -238,7 +238,7 @@ class Sent:
 
 
 def _encoded(data: bytes, send_format: SendFormat | None) -> tuple[bytes, str]:
-    """``(bytes sent, MIME type)``; ``None`` = the ancestor's way, a PNG re-encode."""
+    """``(bytes sent, MIME type)``; ``None`` = the naive way, a PNG re-encode."""
     if send_format is None:
         with Image.open(io.BytesIO(data)) as image:
             return png_bytes(image), "image/png"
@@ -247,7 +247,7 @@ def _encoded(data: bytes, send_format: SendFormat | None) -> tuple[bytes, str]:
 
 
 def send(data: bytes, original: Image.Image, send_format: SendFormat | None) -> Sent:
-    """What is sent with ``send_format``, measured (``None`` = the ancestor's way)."""
+    """What is sent with ``send_format``, measured (``None`` = the naive PNG re-encode)."""
     times = []
     out, mime = b"", ""
     for _ in range(ROUNDS):

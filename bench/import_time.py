@@ -1,4 +1,4 @@
-"""Import cost of the plugin on top of NoneBot itself, in fresh interpreters (SPEC §6: ≤ 300 ms).
+"""Import cost of the plugin on top of NoneBot itself, in fresh interpreters (budget ≤ 300 ms).
 
 Three figures, each the median (min–max) of ``RUNS`` fresh subprocesses, timed inside the child
 with ``time.perf_counter`` after the baseline is already imported (so "on top of nonebot" is

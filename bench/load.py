@@ -1,4 +1,4 @@
-"""Under load: event-loop lag and peak RSS while many jobs wait on a slow upstream (SPEC §6).
+"""Under load: event-loop lag and peak RSS while many jobs wait on a slow upstream.
 
 What: the plugin's ``Pipeline`` and ``JobQueue`` in this process, one shared aiohttp session,
 and a fake OpenAI Images upstream in a separate process (so its send buffers are not counted)

@@ -1,4 +1,4 @@
-"""Plugin overhead end to end through a real ``serve`` process, vs the ancestor's way (SPEC §6).
+"""Plugin overhead end to end through a real ``serve`` process, vs a blocking baseline.
 
 What: a OneBot v11 client (``tests/onebot_client.py``) sends ``/pic -r …`` from a superuser to a
 real ``python -m nonebot_plugin_llm2pic serve``; its ``openai`` backend calls a fake Images
@@ -11,7 +11,7 @@ noise: it compresses like a photo, not like a flat test card) as ``b64_json``; c
 - overhead = total − upstream: routing, HTTP client, JSON + base64 decode, crop and re-encode,
   base64 for OneBot, the adapter's JSON serialisation and the WebSocket transfer.
 
-Baseline, timed in the same run and interleaved: the ancestor's way in a worker thread — a
+Baseline, timed in the same run and interleaved: the usual blocking way in a worker thread — a
 blocking ``urllib`` request to the same fake, JSON + base64 decode, Pillow crop, re-encode in the
 original format (PNG), base64 — minus its upstream time. (It leaves out the frame
 serialisation and WebSocket transfer that the plugin's figure includes.)
@@ -127,7 +127,7 @@ async def plugin_once(
 
 
 def ancestor_once(base_url: str) -> float:
-    """The ancestor's way, blocking: download, crop, re-encode as the original format, base64."""
+    """The blocking baseline: download, crop, re-encode as the original format, base64."""
     request = urllib.request.Request(
         f"{base_url}/images/generations",
         data=json.dumps({"model": "gpt-image-1", "prompt": "a photo of a cat"}).encode(),

@@ -11,9 +11,10 @@ same pre-split byte chunks and must yield exactly one event with the whole paylo
 
 Rounds interleave the three so they share the machine's state; figures are the median of the
 rounds with min–max. The speed-up is judged per round (the baseline's time over ours in the
-same round, so a busy moment on a shared machine hits both), median with min–max. Linearity: our time per MB at 20 MB vs at 2 MB (SPEC §6: ≤ 2×).
+same round, so a busy moment on a shared machine hits both), median with min–max. Linearity:
+our time per MB at 20 MB vs at 2 MB (budget ≤ 2×).
 
-Budget (SPEC §6): ours ≥ 2× httpx-sse throughput at every chunk size; linear.
+Budget: ours ≥ 2× httpx-sse throughput at every chunk size; linear.
 
 Run from the repository root: ``.venv/bin/python -m bench.sse_decode`` (about 30 s on 2 cores).
 """
@@ -105,7 +106,9 @@ def timed(decode: Callable[[list[bytes]], list[str]], chunks: list[bytes], paylo
     events = decode(chunks)
     elapsed = time.perf_counter() - started
     # Both decoders must see the image event and the [DONE] event, whole.
-    assert len(events) == 2 and len(events[0]) == payload and events[1] == "[DONE]", events[1:]
+    assert len(events) == 2, events[1:]
+    assert len(events[0]) == payload, len(events[0])
+    assert events[1] == "[DONE]", events[1:]
     return elapsed
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m nonebot_plugin_llm2pic serve|draw|check|config`` (SPEC §3).
+"""Command line: ``python -m nonebot_plugin_llm2pic serve|draw|check|config``.
 
 Every verb takes ``--config PATH``. Verbs other than ``serve`` run outside a loaded plugin.
 """
@@ -117,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     nonebot.logger.info(
         f"llm2pic: waiting for OneBot v11 reverse WebSocket at ws://{args.host}:{args.port}/onebot/v11/ws"
     )
-    # permessage-deflate costs ~80 ms of event loop per image frame (SPEC §6).
+    # permessage-deflate costs ~80 ms of event loop per image frame (``bench/overhead.py``).
     nonebot.run(ws_per_message_deflate=False)
     return 0
 

@@ -20,7 +20,7 @@ class Config(BaseModel):
 
 
 def resolve_config_path(explicit: Path | str | None = None) -> Path:
-    """SPEC §2: ``--config`` > env/.env ``LLM2PIC_CONFIG`` > localstore config dir.
+    """Where ``llm2pic.toml`` is: ``--config`` > env/.env ``LLM2PIC_CONFIG`` > localstore dir.
 
     Called by the plugin (``explicit`` from NoneBot's config) and by CLI verbs that run outside
     a loaded plugin, so localstore is asked by the plugin's explicit name.

@@ -1,4 +1,4 @@
-"""Drawing intent in plain group messages (SPEC §3): draw, selfie, negative, or nothing.
+"""Drawing intent in plain group messages: draw, selfie, negative, or nothing.
 
 Pure and regex based, Chinese and English. A match is *explicit* when the message is written as
 a request ("画一张…", "帮我画…", "来张自拍", "draw me…") and *weak* when it only hints at one

@@ -1,4 +1,4 @@
-"""Who may draw, how often, and in what order (the ``[limits]`` config section).
+"""Who may draw, how often, and in what order (the ``[limits]`` table; see docs/architecture.md).
 
 - ``RateLimiter``: per-user cooldown and per-minute window, in memory.
 - ``QuotaStore``: daily user/group quotas in SQLite, so they survive restarts.

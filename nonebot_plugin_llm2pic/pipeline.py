@@ -132,7 +132,7 @@ def selfie_backend(settings: Settings) -> str:
 
 
 def primary_backend(settings: Settings, *, selfie: bool, style: str | None = None) -> str:
-    """The backend routing picks before any fallback (the `[routing]` config section)."""
+    """The backend routing picks before any fallback (the `[routing]` table)."""
     routing = settings.routing
     if selfie:
         return selfie_backend(settings)
@@ -338,7 +338,7 @@ class Pipeline:
         *,
         explicit: bool,
     ) -> GeneratedImage:
-        """Try the candidates in order until one draws (SPEC §4 fallback rules)."""
+        """Try the candidates in order until one draws (fallback rules: module docstring)."""
         for index, name in enumerate(candidates):
             try:
                 return await self._generate(name, request, ticket, settings)

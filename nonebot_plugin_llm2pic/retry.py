@@ -1,4 +1,4 @@
-"""Pure retry policy (SPEC §4 "Retries"): which statuses retry, Retry-After, backoff delays.
+"""Pure retry policy: which statuses retry, Retry-After, backoff delays.
 
 The numbers follow openai-python's client (0.5 s doubling to 8 s, up to 25 % jitter) with a lower
 ceiling on a server's ``Retry-After``: a chat user will not wait minutes for one picture.

@@ -1,4 +1,4 @@
-"""Typed schema of ``llm2pic.toml`` (SPEC §2).
+"""Typed schema of ``llm2pic.toml``.
 
 Pure pydantic: no NoneBot, no I/O. ``parse_settings`` turns the plain dict read from TOML into a
 ``Settings`` object, merging ``[backends.NAME]`` tables over the built-ins and translating

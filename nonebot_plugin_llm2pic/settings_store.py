@@ -1,4 +1,4 @@
-"""The live settings and every edit of ``llm2pic.toml`` (SPEC §2–3).
+"""The live settings and every edit of ``llm2pic.toml`` (`/llm2pic set`, `config set`, reload).
 
 Edits go through tomlkit so comments and layout survive: re-read the file under a lock, convert
 the value to the type of the field it sets, validate the whole result, write atomically (temp file
@@ -48,7 +48,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """TOML integers are signed 64-bit; larger ones would make a file other tools reject."""
 
 RESTART_KEYS = frozenset({"plugin.command", "plugin.priority"})
-"""Keys read once when matchers are registered (SPEC §3): edits apply after a restart."""
+"""Keys read once when matchers are registered: edits apply after a restart."""
 
 _BACKEND_MODELS: dict[str, type[BaseModel]] = {
     "gradio": GradioBackendSettings,

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nonebot
 import pytest
 from nonebug import NONEBOT_INIT_KWARGS
+
+from .fakes import make_png
+from .fakes.openai_server import FakeOpenAI
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="llm2pic-tests-"))
 CONFIG_PATH = TEST_ROOT / "config" / "llm2pic.toml"
@@ -61,7 +65,7 @@ def _nonebot_init() -> None:
 
 
 @pytest.fixture
-def config_file() -> Path:
+def config_file() -> Iterator[Path]:
     """The live config file, restored to the packaged example after the test."""
     from nonebot_plugin_llm2pic.settings_store import example_text
     from nonebot_plugin_llm2pic.state import groups, store
@@ -94,3 +98,27 @@ def _no_recent_pictures() -> None:
     from nonebot_plugin_llm2pic.recent import RecentPictures
 
     state.recent = RecentPictures()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The plugin's own kind of HTTP session, closed after the test."""
+    from nonebot_plugin_llm2pic.transport import new_session
+
+    async with new_session() as client:
+        yield client
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    """A local OpenAI-compatible image upstream (images and chat APIs)."""
+    async with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    """The image upstream of the end-to-end tests: a 96×96 picture, told from the defaults."""
+    async with FakeOpenAI() as server:
+        server.image = make_png(96, 96, (30, 160, 90))
+        yield server

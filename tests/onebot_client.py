@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from typing_extensions import Self
 
 SELF_ID = 2000
 STARTUP_TIMEOUT = 30.0
@@ -144,7 +145,7 @@ class OneBotClient:
         self._ws: Any = None
         self._reader: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> OneBotClient:
+    async def __aenter__(self) -> Self:
         headers = {"X-Self-ID": str(self.self_id), "X-Client-Role": "Universal"}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"

@@ -87,12 +87,6 @@ def pixels(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 # --- real Gradio apps --------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -44,18 +43,6 @@ from nonebot_plugin_llm2pic.transport import new_session
 from .fakes.openai_server import FakeOpenAI, Reply, make_jpeg, make_png
 
 CAT = GenerationRequest(prompt="a cat on a sofa")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
 
 
 def make_backend(

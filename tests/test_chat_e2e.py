@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import tomlkit
 from PIL import Image
 
@@ -35,11 +35,10 @@ def write_config(server: ServeProcess, fake: FakeOpenAI, **overrides: dict[str, 
     server.config_path.write_text(tomlkit.dumps(document), "utf-8")
 
 
-@pytest.fixture
-async def upstream():
-    async with FakeOpenAI() as fake:
-        fake.image = make_png(96, 96, (30, 160, 90))
-        yield fake
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds, polling; bound it with ``asyncio.wait_for``."""
+    while not condition():
+        await asyncio.sleep(0.02)
 
 
 async def started(server: ServeProcess):
@@ -184,7 +183,8 @@ async def test_queue_overflow_is_busy(tmp_path: Path, upstream):
         async with OneBotClient(server.ws_url) as client:
             await client.group_message("/pic 一", user_id=1)
             assert message_text((await client.next_call("send_msg")).params["message"]) == ACK
-            await asyncio.sleep(0.3)  # the first job now holds the only slot
+            # Wait until the first job holds the only slot (its request reached the upstream).
+            await asyncio.wait_for(until(lambda: bool(upstream.requests)), timeout=10)
             await client.group_message("/pic 二", user_id=2)
             second_ack = message_text((await client.next_call("send_msg")).params["message"])
             assert second_ack == f"{ACK}（前面还有 1 个）"

@@ -1,4 +1,4 @@
-"""Config faults end to end (SPEC §2, §3, §5) through a real `serve` and a OneBot v11 client.
+"""Config faults end to end through a real `serve` and a OneBot v11 client.
 
 Unit-level cases live in test_settings_store.py and test_admin.py; here one served bot goes
 through them in order, as an admin would meet them: a broken file at start-up, a fixed one,
@@ -91,7 +91,8 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                     ("/llm2pic set routing.default ghost", "not an enabled backend"),
                 ]:
                     reply = await admin(client, command)
-                    assert reply.startswith("未修改：") and fragment in reply, reply
+                    assert reply.startswith("未修改："), reply
+                    assert fragment in reply, reply
                     assert server.config_path.read_bytes() == good
                 reply = await admin(client, '/llm2pic set persona.description "x"\n[evil]\nk = 1')
                 assert reply.startswith("已设置 persona.description")
@@ -120,7 +121,7 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                     "已设置 limits.max_queue = 7，已生效",
                     "已设置 limits.user_per_minute = 9，已生效",
                 }
-                limits = tomlkit.parse(server.config_path.read_text("utf-8"))["limits"]
+                limits = tomlkit.parse(server.config_path.read_text("utf-8")).unwrap()["limits"]
                 assert (limits["max_queue"], limits["user_per_minute"]) == (7, 9)
 
                 # 6. Directory not writable: refused with the reason, memory unchanged.
@@ -134,12 +135,8 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 # 7. Corrupted on disk, then reload: last good kept, admin told; still draws.
                 server.config_path.write_text("[limits]\nmax_queue = 'lots'\n", "utf-8")
                 reply = await admin(client, "/llm2pic reload")
-                assert (
-                    reply.startswith("配置文件有误，仍使用上一次的有效配置")
-                )
-                assert (
-                    "limits.max_queue" in reply
-                )
+                assert reply.startswith("配置文件有误，仍使用上一次的有效配置")
+                assert "limits.max_queue" in reply
                 await draws(client, user_id=505)
 
                 # 8. Deleted while running: the last good config stays in force.

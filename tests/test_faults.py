@@ -1,4 +1,4 @@
-"""Upstream faults through the whole pipeline (SPEC §5): one clear error, no image, no leak.
+"""Upstream faults through the whole pipeline: one clear error, no image, no leak.
 
 Each test runs the real `Pipeline` against local fakes, checks the one `Llm2PicError` the chat
 would show (its `user_message`), that no image came out, that the queue is back to zero and no
@@ -19,6 +19,7 @@ from nonebot_plugin_llm2pic.exceptions import (
     ContentPolicyError,
     FilteredImageError,
     JobTimeoutError,
+    Llm2PicError,
     QuotaExhaustedError,
     ReferenceImageError,
     StreamError,
@@ -47,10 +48,10 @@ APP_TEXT = "Server stopped unexpectedly."
 
 
 @pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        server.image = png()
-        yield server
+def fake(fake: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake upstream with a 32×24 picture, long enough to cut a stream inside it."""
+    fake.image = png()
+    return fake
 
 
 @pytest.fixture
@@ -68,8 +69,8 @@ async def gradio():
 
 
 async def fails_then_recovers(
-    pipeline: Pipeline, error: type[BackendError] | type[Exception], user_message: str, fix
-) -> BaseException:
+    pipeline: Pipeline, error: type[Llm2PicError], user_message: str, fix
+) -> Llm2PicError:
     """Run a job that must fail with exactly this error, undo the fault, run one that works."""
     with pytest.raises(error) as caught:
         await pipeline.run(JOB)
@@ -429,7 +430,7 @@ async def test_every_fallback_failing_reports_the_last(fake: FakeOpenAI, spare: 
 
 
 async def test_faults_end_to_end(tmp_path, fake: FakeOpenAI, spare: FakeOpenAI, gradio: FakeGradio):
-    """Through `serve` and OneBot v11, one bot meets each §5 row in turn: every request gets its
+    """Through `serve` and OneBot v11, one bot meets each fault in turn: every request gets its
     ack and exactly one outcome (read strictly in order, so a stray extra reply would fail the
     next step), and the queue is empty at the end."""
     import base64

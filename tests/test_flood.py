@@ -1,8 +1,8 @@
-"""Floods (SPEC §3, §5 "flood of requests"): bounded replies, memory and concurrency; quota
+"""Floods: bounded replies, memory and concurrency; quota
 counters that match what was delivered, across a restart in the middle of a flood.
 
 The end-to-end test drives a real `serve` through the OneBot v11 client. It uses `/pic`, whose
-refusals are always answered (SPEC §3), so every request must get exactly one outcome; the
+refusals are always answered, so every request must get exactly one outcome; the
 natural-language rule ("a refused trigger is answered at most once per user per cooldown
 window") is checked by its own test below.
 """
@@ -10,6 +10,7 @@ window") is checked by its own test below.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections import defaultdict
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from nonebot_plugin_llm2pic.exceptions import Llm2PicError
 from nonebot_plugin_llm2pic.limits import QueueFullError
 from nonebot_plugin_llm2pic.pipeline import DrawJob
 
@@ -42,11 +42,11 @@ RSS_GROWTH_LIMIT = 60 * 1024 * 1024
 
 
 @pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        server.image = png(48, 48)
-        server.delay = 0.05
-        yield server
+def fake(fake: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake upstream, each picture taking 50 ms so that jobs overlap."""
+    fake.image = png(48, 48)
+    fake.delay = 0.05
+    return fake
 
 
 class Tally:
@@ -149,9 +149,8 @@ async def test_flood_end_to_end_with_restart(tmp_path: Path, fake: FakeOpenAI):
                 for outcomes in tally.outcomes.values()
                 for text in outcomes
             }
-            assert "image" in kinds and kinds <= {"image", "画得太快", "排队的人", "本群今天"}, (
-                kinds
-            )
+            assert "image" in kinds, kinds
+            assert kinds <= {"image", "画得太快", "排队的人", "本群今天"}, kinds
             group_images = tally.images(by=1)
             assert all(
                 count <= FLOOD_LIMITS["group_daily_quota"] for count in group_images.values()
@@ -219,25 +218,28 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
                     )
                     requests[message_id] = (user, 1200)
             tally = Tally(requests)
-            firsts = set(list(requests)[:10])
+            # A member's requests arrive together, so which one is admitted first is up to
+            # scheduling (each handler awaits before admission); the contract is per member.
             deadline = time.monotonic() + OUTCOME_DEADLINE
-            while firsts & tally.pending:
+            while sum(1 for count in tally.images(by=0).values() if count) < 10:
                 remaining = deadline - time.monotonic()
-                assert remaining > 0
+                assert remaining > 0, dict(tally.outcomes)
                 tally.record(
                     (await client.next_call("send_msg", timeout=remaining)).params["message"]
                 )
-            await client.no_call(within=0.5)
-            while not client.calls.empty():
-                tally.record(client.calls.get_nowait().params["message"])
-        per_user_refusals: dict[int, int] = defaultdict(int)
+            # Anything still arriving (cooldown refusals, or a wrong second outcome) is tallied.
+            with contextlib.suppress(asyncio.TimeoutError):
+                while True:
+                    call = await asyncio.wait_for(client.calls.get(), 0.5)
+                    tally.record(call.params["message"])
+        per_user: dict[int, list[str]] = defaultdict(list)
         for message_id, outcomes in tally.outcomes.items():
-            if message_id in firsts:
-                assert outcomes == ["image"]
-            else:
-                assert all(text.startswith("画得太快啦") for text in outcomes)
-                per_user_refusals[requests[message_id][0]] += len(outcomes)
-        assert all(count <= 1 for count in per_user_refusals.values())
+            per_user[requests[message_id][0]] += outcomes
+        for outcomes in per_user.values():
+            refusals = [text for text in outcomes if text != "image"]
+            assert outcomes.count("image") == 1, per_user
+            assert len(refusals) <= 1, per_user
+            assert all(text.startswith("画得太快啦") for text in refusals), per_user
         assert sum(tally.acks.values()) == 10
     finally:
         await server.stop()
@@ -246,8 +248,10 @@ async def test_natural_language_flood_refusals_once_per_window(tmp_path: Path, f
 async def test_pipeline_flood_keeps_concurrency_and_queue_bounded(fake: FakeOpenAI):
     """100 jobs at once on the pipeline: queue refusals beyond `max_queue`, never more than
     `max_concurrency` upstream calls, every job ends, counters back to zero, next job works."""
+    max_queue, max_concurrency = 10, 3
     settings = settings_for(
-        {"a": openai_backend(fake.base_url)}, limits={"max_queue": 10, "max_concurrency": 3}
+        {"a": openai_backend(fake.base_url)},
+        limits={"max_queue": max_queue, "max_concurrency": max_concurrency},
     )
     async with pipeline_for(settings) as pipeline:
         results = await asyncio.gather(
@@ -255,8 +259,9 @@ async def test_pipeline_flood_keeps_concurrency_and_queue_bounded(fake: FakeOpen
         )
         refused = [r for r in results if isinstance(r, QueueFullError)]
         drawn = [r for r in results if not isinstance(r, BaseException)]
-        assert len(drawn) == 10
-        assert len(refused) == 90
-        assert all(isinstance(r, Llm2PicError) for r in results if isinstance(r, BaseException))
+        # How many jobs reach a slot before the rest arrive is up to the event loop's
+        # scheduling; a job holding a slot no longer waits, so it frees a queue place.
+        assert max_queue <= len(drawn) <= max_queue + max_concurrency, len(drawn)
+        assert len(refused) == 100 - len(drawn), results
         assert fake.peak_in_flight <= 3
         assert (await pipeline.run(DrawJob(text="之后"))).image.data == fake.image

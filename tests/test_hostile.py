@@ -1,4 +1,4 @@
-"""Hostile answers and edits (SPEC §5): every one is refused with a reason, nothing crashes.
+"""Hostile answers and edits: every one is refused with a reason, nothing crashes.
 
 Upstream answers run through the whole `Pipeline` against local fakes (the aiohttp fake, or a raw
 TCP server for lying headers). Admin values go through the real `SettingsStore`; the property
@@ -55,10 +55,10 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 
 @pytest.fixture
-async def fake():
-    async with FakeOpenAI() as server:
-        server.image = png()
-        yield server
+def fake(fake: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake upstream with a 32×24 picture, long enough to cut a stream inside it."""
+    fake.image = png()
+    return fake
 
 
 @pytest.fixture
@@ -320,7 +320,7 @@ def test_hostile_admin_values_leave_file_unchanged(
 def test_toml_injection_in_a_string_is_just_text(store: SettingsStore, raw: str):
     """A string value carrying a table header stays one string; no table or key is added."""
     store.set("persona.description", raw)
-    document = tomlkit.parse(store.path.read_text("utf-8"))
+    document = tomlkit.parse(store.path.read_text("utf-8")).unwrap()
     assert "evil" not in document
     assert document["plugin"]["enabled"] is True
     assert store.settings.persona.description in (raw, raw.strip())
@@ -433,10 +433,10 @@ def test_any_persona_text_is_stored_verbatim_or_refused(data: str):
         assert json.dumps(stored) in (json.dumps(data.strip()), json.dumps(_toml_string(data)))
 
 
-def _toml_string(data: str) -> str:
+def _toml_string(data: str) -> object:
     """What a value typed as a TOML string literal means (``"a"`` → ``a``)."""
     try:
-        return tomlkit.parse(f"v = {data.strip()}")["v"].unwrap()
+        return tomlkit.parse(f"v = {data.strip()}").unwrap()["v"]
     except Exception:
         return data.strip()
 

@@ -68,9 +68,13 @@ def illustration(width: int, height: int) -> Image.Image:
 def night(width: int, height: int) -> Image.Image:
     """A dark night photo: sky fading from luma ~25 to ~5 under grain, a few lights; not blank."""
     rng = random.Random(5)
-    sky = Image.linear_gradient("L").resize((width, height)).point(lambda v: 25 - v * 20 // 255)
+    sky = (
+        Image.linear_gradient("L")
+        .resize((width, height))
+        .point([25 - v * 20 // 255 for v in range(256)])
+    )
     grain = Image.frombytes("L", (width, height), rng.randbytes(width * height)).point(
-        lambda v: v % 3
+        [v % 3 for v in range(256)]
     )
     luma = ImageChops.add(sky, grain)
     image = Image.merge("RGB", (luma, luma, luma.point(lambda v: v + 4)))

@@ -1,4 +1,4 @@
-"""Intent detection on real-looking group messages (SPEC §3): kind, explicit, subject, aspect."""
+"""Intent detection on real-looking group messages: kind, explicit, subject, aspect."""
 
 # Real chat messages use full-width punctuation and letters; that is what these tests feed in.
 

@@ -12,12 +12,6 @@ from .fakes.openai_server import FakeOpenAI, make_png
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
 async def client(fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=0) as sdk:
         yield sdk
@@ -121,7 +115,7 @@ async def test_models(client: openai.AsyncOpenAI) -> None:
 
 
 async def test_empty_chat_is_a_bad_request(client: openai.AsyncOpenAI) -> None:
-    """The probe's empty chat request gets the 400 the official client raises BadRequestError for."""
+    """The probe's empty chat request gets the 400 that the official client raises on."""
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(model="m", messages=[])
     assert caught.value.code == "empty_array"

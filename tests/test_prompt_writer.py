@@ -31,7 +31,7 @@ from nonebot_plugin_llm2pic.prompt_writer import (
     write_prompt,
 )
 from nonebot_plugin_llm2pic.settings import Settings, parse_settings
-from nonebot_plugin_llm2pic.transport import new_session, run_probe
+from nonebot_plugin_llm2pic.transport import run_probe
 from tests.fakes.llm_server import FakeLlm
 
 APPEARANCE = "silver short hair, red eyes, white hoodie"
@@ -41,12 +41,6 @@ HISTORY = [
     HistoryEntry("小画", "[图片]", NOW - 50, is_bot=True),
     HistoryEntry("小红", "好啊，我想看日落", NOW - 40),
 ]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Secrets, schemes and paths (SPEC §2, §4, §5): keys never leak, downloads stay http(s) and
+"""Secrets, schemes and paths: keys never leak, downloads stay http(s) and
 capped, saved files stay in the data dir.
 
 Upstreams here are hostile on purpose: they echo the key they were sent back in error bodies,

@@ -31,7 +31,7 @@ async def test_serve_creates_config_and_answers_admin_edit(served):
     call = await client.next_call("send_msg")
     assert "已设置 limits.user_cooldown_seconds" in message_text(call.params["message"])
     text = server.config_path.read_text("utf-8")
-    assert tomlkit.parse(text)["limits"]["user_cooldown_seconds"] == 12
+    assert tomlkit.parse(text).unwrap()["limits"]["user_cooldown_seconds"] == 12
     assert "# 0 = unlimited; persisted" in text  # comments survive the edit
 
 

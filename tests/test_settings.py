@@ -17,7 +17,7 @@ from nonebot_plugin_llm2pic.settings_store import example_text
 
 
 def test_example_config_equals_defaults():
-    """The packaged example holds exactly the defaults (SPEC §2 block)."""
+    """The packaged example holds exactly the defaults."""
     assert parse_settings(tomlkit.parse(example_text()).unwrap()) == parse_settings({})
 
 

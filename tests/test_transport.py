@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -219,12 +219,6 @@ async def upstream() -> AsyncIterator[Upstream]:
     await server.close()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 async def stream_data(
     session: aiohttp.ClientSession,
     url: str,
@@ -243,31 +237,25 @@ async def test_request_json_ok(upstream: Upstream, session: aiohttp.ClientSessio
     assert await request_json(session, "GET", upstream.url("/json"), opts()) == {"ok": True}
 
 
-async def test_429_retry_after_is_honoured(
-    upstream: Upstream, session: aiohttp.ClientSession
+@pytest.mark.parametrize(
+    ("path", "wait"),
+    [("/rate-limited-once", 0.2), ("/unavailable-once", 0.01)],
+    ids=["429-retry-after", "503-retry-after-ms"],
+)
+async def test_retried_after_the_wait_asked_then_succeeds(
+    upstream: Upstream, session: aiohttp.ClientSession, path: str, wait: float
 ) -> None:
-    """A 429 with Retry-After 0.2 s is retried after about that long, then succeeds."""
+    """A 429 or 503 is retried after the wait the server asked for, and the second answer wins."""
     started = time.monotonic()
     result = await with_retries(
-        lambda: request_json(session, "GET", upstream.url("/rate-limited-once"), opts()),
+        lambda: request_json(session, "GET", upstream.url(path), opts()),
         retries=2,
         backend="fake",
     )
     elapsed = time.monotonic() - started
     assert result == {"ok": True}
-    assert upstream.hits["/rate-limited-once"] == 2
-    assert 0.18 <= elapsed < 1.0
-
-
-async def test_5xx_then_success(upstream: Upstream, session: aiohttp.ClientSession) -> None:
-    """A 503 is retried and the second answer wins."""
-    result = await with_retries(
-        lambda: request_json(session, "GET", upstream.url("/unavailable-once"), opts()),
-        retries=2,
-        backend="fake",
-    )
-    assert result == {"ok": True}
-    assert upstream.hits["/unavailable-once"] == 2
+    assert upstream.hits[path] == 2
+    assert 0.9 * wait <= elapsed < 1.0
 
 
 async def test_retries_exhausted_raise_last_error(
@@ -286,46 +274,42 @@ async def test_retries_exhausted_raise_last_error(
     assert caught.value.retry_after == 0.0
 
 
-async def test_401_not_retried(upstream: Upstream, session: aiohttp.ClientSession) -> None:
-    """401 is an auth error, raised at once with a Chinese message and no key in the text."""
-    with pytest.raises(BackendAuthError) as caught:
+@pytest.mark.parametrize(
+    ("path", "error", "attribute", "expected"),
+    [
+        ("/unauthorized", BackendAuthError, "user_message", "绘图服务 fake 认证失败"),
+        ("/policy", ContentPolicyError, "fallback", False),
+        ("/quota", BackendStatusError, "retryable", False),
+    ],
+    ids=["401-auth", "content-policy", "insufficient-quota"],
+)
+async def test_refusals_a_retry_cannot_fix_are_not_retried(
+    upstream: Upstream,
+    session: aiohttp.ClientSession,
+    path: str,
+    error: type[BackendStatusError],
+    attribute: str,
+    expected: object,
+) -> None:
+    """Auth failures, moderation refusals and exhausted credit are raised after one request."""
+    with pytest.raises(error) as caught:
         await with_retries(
-            lambda: request_json(session, "GET", upstream.url("/unauthorized"), opts()),
+            lambda: request_json(session, "GET", upstream.url(path), opts()),
             retries=3,
             backend="fake",
         )
-    assert upstream.hits["/unauthorized"] == 1
-    assert caught.value.user_message == "绘图服务 fake 认证失败"
+    assert upstream.hits[path] == 1
+    assert getattr(caught.value, attribute) == expected
+
+
+async def test_auth_error_text_keeps_the_code_not_the_key(
+    upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    """A 401's error text names the upstream's error code and leaves out the key it echoed."""
+    with pytest.raises(BackendAuthError) as caught:
+        await request_json(session, "GET", upstream.url("/unauthorized"), opts())
     assert "abcdefghijklmnop" not in str(caught.value)
     assert "invalid_api_key" in str(caught.value)
-
-
-async def test_content_policy_not_retried(
-    upstream: Upstream, session: aiohttp.ClientSession
-) -> None:
-    """A moderation refusal is ContentPolicyError: no retry and no fallback."""
-    with pytest.raises(ContentPolicyError) as caught:
-        await with_retries(
-            lambda: request_json(session, "GET", upstream.url("/policy"), opts()),
-            retries=3,
-            backend="fake",
-        )
-    assert upstream.hits["/policy"] == 1
-    assert caught.value.fallback is False
-
-
-async def test_insufficient_quota_not_retried(
-    upstream: Upstream, session: aiohttp.ClientSession
-) -> None:
-    """A 429 that means "out of credit" is not retried."""
-    with pytest.raises(BackendStatusError) as caught:
-        await with_retries(
-            lambda: request_json(session, "GET", upstream.url("/quota"), opts()),
-            retries=3,
-            backend="fake",
-        )
-    assert upstream.hits["/quota"] == 1
-    assert caught.value.retryable is False
 
 
 async def test_error_body_read_is_capped(
@@ -338,20 +322,22 @@ async def test_error_body_read_is_capped(
     assert upstream.sent < 16 * 1024 * 1024
 
 
-async def test_streamed_body_over_cap_rejected(
-    upstream: Upstream, session: aiohttp.ClientSession
+async def read_json(session: aiohttp.ClientSession, url: str, options: RequestOptions) -> None:
+    """Read ``url`` as one JSON body."""
+    await request_json(session, "GET", url, options)
+
+
+@pytest.mark.parametrize("read", [read_json, stream_data], ids=["json-body", "sse-stream"])
+async def test_body_over_cap_rejected(
+    upstream: Upstream,
+    session: aiohttp.ClientSession,
+    read: Callable[[aiohttp.ClientSession, str, RequestOptions], Awaitable[None]],
 ) -> None:
-    """A 100 MB body is rejected once it passes the cap, long before it is all sent."""
+    """A 100 MB body, read whole or as SSE, is rejected once it passes the cap, long before it
+    is all sent."""
     with pytest.raises(ResponseTooLargeError):
-        await request_json(session, "GET", upstream.url("/huge"), opts(max_bytes=1024 * 1024))
+        await read(session, upstream.url("/huge"), opts(max_bytes=1024 * 1024))
     await asyncio.sleep(0.05)
-    assert upstream.sent < 16 * 1024 * 1024
-
-
-async def test_stream_over_cap_rejected(upstream: Upstream, session: aiohttp.ClientSession) -> None:
-    """The SSE reader enforces the same cap on the total stream."""
-    with pytest.raises(ResponseTooLargeError):
-        await stream_data(session, upstream.url("/huge"), opts(max_bytes=1024 * 1024))
     assert upstream.sent < 16 * 1024 * 1024
 
 
@@ -436,24 +422,20 @@ async def test_download_follows_http_redirect(
     assert content_type == "image/png"
 
 
-async def test_download_drops_credentials_on_cross_origin_redirect(
-    upstream: Upstream, session: aiohttp.ClientSession
+@pytest.mark.parametrize(
+    ("host", "seen"),
+    [("localhost", b"none"), ("127.0.0.1", b"Bearer hf_secret123")],
+    ids=["cross-origin-dropped", "same-origin-kept"],
+)
+async def test_download_redirect_keeps_credentials_within_the_origin(
+    upstream: Upstream, session: aiohttp.ClientSession, host: str, seen: bytes
 ) -> None:
-    """A redirect to another origin is followed without the Authorization header."""
-    target = upstream.url("/auth").replace("127.0.0.1", "localhost")
+    """A redirect keeps the Authorization header within the origin (a private app's file) and
+    drops it on the way to another origin."""
+    target = upstream.url("/auth").replace("127.0.0.1", host)
     options = opts(headers={"Authorization": "Bearer hf_secret123"})
     body, _ = await download(session, upstream.url(f"/redirect?to={target}"), options)
-    assert body == b"none"
-
-
-async def test_download_keeps_credentials_on_same_origin_redirect(
-    upstream: Upstream, session: aiohttp.ClientSession
-) -> None:
-    """A redirect within the same origin keeps the Authorization header (a private app's file)."""
-    target = upstream.url("/auth")
-    options = opts(headers={"Authorization": "Bearer hf_secret123"})
-    body, _ = await download(session, upstream.url(f"/redirect?to={target}"), options)
-    assert body == b"Bearer hf_secret123"
+    assert body == seen
 
 
 async def test_download_malformed_redirect_is_upstream_error(

@@ -1,7 +1,7 @@
 """Gradio backend: any Gradio app or Hugging Face Space through the simple ``/call`` API.
 
-Wire format: ``reference/protocols.md`` §1 (Gradio 4.x/5.x/6.x) and §2 (the Z-Image-Turbo Space,
-whose ``/generate`` layout is the default input template). One attempt is
+Wire format: Gradio's ``/call`` API as Gradio 4.x, 5.x and 6.x serve it; the default input
+template is the ``/generate`` layout of the Z-Image-Turbo Space. One attempt is
 
 1. ``GET /config`` once per backend object: Gradio 5+ reports ``api_prefix`` ("/gradio_api"),
    Gradio 4 serves everything at the root and reports none;
@@ -63,7 +63,7 @@ MAX_ERROR_CHARS = 200
 """Upstream error text shown to the user is cut here (ZeroGPU messages fit)."""
 
 FILE_DATA_META = {"_type": "gradio.FileData"}
-"""Required on file inputs from Gradio 5.5 on (protocols.md §0.3)."""
+"""Required on file inputs from Gradio 5.5 on."""
 
 ASPECT_TARGETS: dict[Aspect, float] = {"square": 1.0, "landscape": 16 / 9, "portrait": 9 / 16}
 """The width/height ratio an aspect hint aims for among the app's resolution choices."""

@@ -1,4 +1,4 @@
-"""`/llm2pic show|get|set|unset|reload|status|on|off` (SPEC §3, admin commands).
+"""Admin commands: `/llm2pic show|get|set|unset|reload|status|on|off`.
 
 Superusers may do everything; group owners/admins only `on`/`off`; anyone else gets no effect
 and no reply. ``plugin.enabled = false`` never disables these commands.

@@ -1,4 +1,4 @@
-"""Drawing requests from chat: `/pic`, natural language and selfies.
+"""Drawing requests from chat: `/pic`, natural language and selfies (docs/architecture.md).
 
 Handlers parse the request, refuse what is known to fail (banned words, an unreadable reply,
 references no backend takes, an unknown backend), let ``limits.admit`` decide on cooldown, queue
@@ -88,7 +88,7 @@ async def _pic_rule(event: MessageEvent) -> bool:
 
 
 async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_State) -> bool:
-    """A drawing or selfie request in a group that should fire (SPEC §3 explicit vs weak)."""
+    """A drawing or selfie request in a group that should fire (explicit, or weak and confirmed)."""
     if not _enabled_here(event):
         return False
     settings = state.store.settings
@@ -203,7 +203,7 @@ def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
 
 
 async def _fresh_settings() -> Settings:
-    """The live settings, re-read first if the file changed on disk (SPEC §2)."""
+    """The live settings, re-read first if the file changed on disk."""
     await asyncio.to_thread(state.store.refresh_if_changed)
     return state.store.settings
 

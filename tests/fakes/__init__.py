@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,13 @@ def sample_picture(width: int, height: int, color: tuple[int, int, int]) -> Imag
     block = (0, 0, 0) if red * 299 + green * 587 + blue * 114 > 127_500 else (255, 255, 255)
     image.paste(block, (width // 2, height // 2, width, height))
     return image
+
+
+def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A small deterministic PNG (``sample_picture``)."""
+    buffer = io.BytesIO()
+    sample_picture(width, height, color).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class LoopbackServer:

@@ -1,6 +1,6 @@
 """A fake Gradio app (aiohttp ``web`` on loopback) for faults a real Gradio app cannot produce.
 
-It speaks the simple ``/call`` API of ``reference/protocols.md`` §1.1 to §1.4 and §1.9:
+It speaks Gradio's simple ``/call`` API:
 ``GET /config`` (with ``api_prefix`` like Gradio 5+/6, or without like Gradio 4),
 ``POST {prefix}/call/{api}``, the SSE result stream (whose raw bytes each test chooses: ``error``
 with ``null`` or text, heartbeats, a cut), ``POST {prefix}/upload`` and ``GET {prefix}/file=…``.
@@ -10,24 +10,16 @@ Every request is recorded for assertions.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from . import LoopbackServer, sample_picture
+from . import LoopbackServer, make_png
 
 IMAGE_PATH = "/tmp/gradio/0123abcd/image.png"
 UPLOAD_PATH = "/tmp/gradio/feedbeef/reference.png"
-
-
-def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (10, 200, 90)) -> bytes:
-    """A small deterministic PNG."""
-    buffer = io.BytesIO()
-    sample_picture(width, height, color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -49,7 +41,7 @@ def file_data(path: str | None = IMAGE_PATH, url: str | None = None) -> dict[str
 
 
 def zimage_outputs(image: Any = None, seed: int = 123456) -> list[Any]:
-    """The Z-Image-Turbo ``complete`` data: gallery, "seed used", seed (protocols.md §2)."""
+    """The Z-Image-Turbo ``complete`` data: gallery, "seed used", seed."""
     item = file_data() if image is None else image
     return [[{"image": item, "caption": None}], str(seed), seed]
 

@@ -21,7 +21,7 @@ from nonebot_plugin_llm2pic.pipeline import Pipeline
 from nonebot_plugin_llm2pic.settings import Settings, parse_settings
 from nonebot_plugin_llm2pic.transport import new_session
 
-from . import sample_picture
+from . import make_png
 
 SECRET = "sk-live-SECRETKEY0123456789abcdef"
 """An API key that must never show up anywhere outside the request header."""
@@ -106,10 +106,8 @@ def own_tasks() -> list[asyncio.Task[Any]]:
 
 
 def png(width: int = 32, height: int = 24, color: tuple[int, int, int] = (20, 90, 160)) -> bytes:
-    """A small real PNG."""
-    buffer = io.BytesIO()
-    sample_picture(width, height, color).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A small real PNG, the pipeline tests' usual picture."""
+    return make_png(width, height, color)
 
 
 def blank_png(width: int = 64, height: int = 64) -> bytes:

@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible server (aiohttp ``web`` on loopback) for backend tests.
 
-It speaks the wire formats of ``reference/protocols.md`` §3 and §4: Images generations/edits as JSON
+It speaks the OpenAI-compatible wire formats: Images generations/edits as JSON
 or SSE (OpenAI's ``image_generation.*`` events or a relay's ``data[0]`` chunk), chat completions
 carrying the image in every known way, ``/models``, and plain files for URL answers. Each test
 configures the attributes it needs; every request is recorded for assertions.
@@ -18,16 +18,9 @@ from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
 
-from . import LoopbackServer, sample_picture
+from . import LoopbackServer, make_png, sample_picture
 
 ChatStyle = Literal["markdown", "markdown_url", "bare_url", "bare_b64", "parts", "images"]
-
-
-def make_png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    """A small deterministic PNG."""
-    buffer = io.BytesIO()
-    sample_picture(width, height, color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def make_jpeg(width: int = 8, height: int = 8) -> bytes:
@@ -124,7 +117,7 @@ class FakeOpenAI(LoopbackServer):
         recorded = Recorded(request.method, request.path, dict(request.headers))
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
-            async for part in reader:
+            while (part := await reader.next()) is not None:
                 assert isinstance(part, BodyPartReader)
                 recorded.parts.append(
                     Part(

@@ -1,6 +1,6 @@
 """A stand-in for the Z-Image-Turbo Space, for the gradio backend tests.
 
-Same ``/generate`` signature as the real Space (reference/protocols.md §2): prompt, resolution,
+Same ``/generate`` signature as the real Space: prompt, resolution,
 seed, steps, shift, random_seed, gallery → (gallery, "seed used", seed). Instead of a diffusion
 model it paints a small deterministic PNG so tests can check what arrived:
 
@@ -67,7 +67,7 @@ def generate(prompt, resolution, seed, steps, shift, random_seed, gallery_images
         new_seed = int(seed)
     image = Image.new("RGB", (width // SCALE, height // SCALE), prompt_colour(prompt))
     image.putpixel((0, 0), (int(steps), round(float(shift) * 10), 0))
-    # Newest first, like the Space's variant C1 (protocols.md §2).
+    # Newest first, like one of the Space's published variants.
     gallery = [image, *(item for item, _caption in gallery_images or [])]
     return gallery, str(new_seed), new_seed
 
@@ -106,7 +106,7 @@ def build(choices: list[str] | None = None) -> gr.Blocks:
 
 def main() -> None:
     """Serve on 127.0.0.1:PORT until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="A stand-in for the Z-Image-Turbo Space.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--resolution", action="append", help="a resolution choice (repeatable)")
     args = parser.parse_args()
