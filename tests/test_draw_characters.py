@@ -178,7 +178,10 @@ async def test_avatar_download_failure_answered(app: App, upstream: FakeOpenAI):
 
 
 def at_request(*segments: MessageSegment | str) -> Message:
-    return Message(list(segments))
+    message = Message()
+    for segment in segments:
+        message += segment
+    return message
 
 
 async def test_member_avatar_when_members_on(app: App, upstream: FakeOpenAI):
