@@ -61,12 +61,20 @@ async def _open() -> None:
 
 @driver.on_shutdown
 async def _close() -> None:
-    for task in list(jobs):
-        task.cancel()
-    await asyncio.gather(*jobs, return_exceptions=True)
+    await cancel_jobs()
     if pipeline is not None:
         await pipeline.session.close()
     await quota.close()
+
+
+async def cancel_jobs() -> None:
+    """Cancel the background jobs and wait until each has run its cleanup."""
+    # A task cancelled before its first step never enters its body, so its `finally` (which
+    # gives back the queue place and the quota unit) would never run: let new jobs start first.
+    await asyncio.sleep(0)  # their first steps are queued ahead of this task's next one
+    for task in list(jobs):
+        task.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
 
 
 def get_pipeline() -> Pipeline:

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from nonebug import App
 
 from nonebot_plugin_llm2pic.limits import QueueFullError
 from nonebot_plugin_llm2pic.pipeline import DrawJob
@@ -265,3 +266,21 @@ async def test_pipeline_flood_keeps_concurrency_and_queue_bounded(fake: FakeOpen
         assert len(refused) == 100 - len(drawn), results
         assert fake.peak_in_flight <= 3
         assert (await pipeline.run(DrawJob(text="之后"))).image.data == fake.image
+
+
+async def test_shutdown_runs_cleanup_of_a_job_spawned_just_before(app: App) -> None:
+    """A job spawned right before shutdown still runs its cleanup (quota and queue given back)."""
+    from nonebot_plugin_llm2pic import state
+
+    cleaned: list[str] = []
+
+    async def job() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.append("released")
+
+    await state.spawn(job())
+    await state.cancel_jobs()
+    assert cleaned == ["released"]
+    assert not state.jobs
