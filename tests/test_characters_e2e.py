@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from .fakes.gradio_server import FakeGradio
 from .fakes.openai_server import FakeOpenAI, make_png
+from .fakes.vision_llm import FakeVisionLlm
 from .onebot_client import SELF_ID, OneBotClient, ServeProcess, message_segments, message_text
 from .test_chat_e2e import ACK, started, write_config
 
@@ -164,3 +166,34 @@ async def test_reply_to_bot_picture_edits_it_with_get_msg_failing(
             assert edit_images(upstream) == [sent]
     finally:
         await server.stop()
+
+
+async def test_text_only_selfies_carry_one_cached_description(tmp_path: Path, upstream: FakeOpenAI):
+    """Two text-only selfies: one description call, both prompts carry it, kept on disk."""
+    server = ServeProcess(tmp_path)
+    (tmp_path / "persona").mkdir(parents=True)
+    (tmp_path / "persona" / "face.png").write_bytes(FACE)
+    async with FakeGradio() as gradio, FakeVisionLlm() as llm:
+        configure(
+            server,
+            upstream,
+            persona={"reference_images": ["persona/face.png"]},
+            llm={"base_url": llm.base_url, "model": "vision-model"},
+            routing={"default": "zimage"},
+            backends={"zimage": {"base_url": gradio.base_url, "retries": 0}},
+        )
+        await started(server)
+        try:
+            async with OneBotClient(server.ws_url) as client:
+                for _ in range(2):
+                    await client.group_message("来张自拍")
+                    await ack_then_picture(client)
+        finally:
+            await server.stop()
+    described = [call for call in llm.calls if call.images]
+    assert [[image.colour for image in call.images] for call in described] == [["red"]]
+    writes = [call for call in llm.calls if not call.images]
+    assert len(writes) == 2
+    assert all("Appearance: a red picture" in call.text for call in writes)
+    [cache] = tmp_path.rglob("persona_looks.json")
+    assert "a red picture" in cache.read_text("utf-8")
