@@ -332,3 +332,20 @@ async def test_describe_look_sends_labelled_images(session: aiohttp.ClientSessio
     assert look == "a red picture, a blue picture"
     assert llm.violations == []
     assert [image.label for image in llm.calls[0].images] == ["参考图 1", "参考图 2"]
+
+
+def test_store_checks_reference_paths(tmp_path: Path) -> None:
+    """Edits through the store resolve entries against the config folder and the data dir."""
+    from nonebot_plugin_llm2pic.settings_store import SettingsStore
+
+    config, data = roots(tmp_path)
+    config.mkdir()
+    store = SettingsStore(config / "llm2pic.toml", data)
+    store.load()
+    before = store.path.read_bytes()
+    with pytest.raises(SettingsError):
+        store.set("persona.reference_images", '["../elsewhere/me.png"]')
+    assert store.path.read_bytes() == before
+    inside = str(data / "persona" / "me.png")
+    store.set("persona.reference_images", f'["persona/a.png", "{inside}"]')
+    assert store.settings.persona.reference_images == ["persona/a.png", inside]

@@ -297,3 +297,16 @@ async def test_reply_to_bot_picture_counts_as_mention(app: App, upstream: FakeOp
     message = at_request(MessageSegment.reply(9201), "把背景换成海边")
     await draws(app, group_message(message, user_id=user), upstream, message_id=9202)
     assert sent_images(upstream) == [upstream.image]
+
+
+async def test_pic_command_with_own_avatar(app: App, upstream: FakeOpenAI):
+    """`/pic 把我画成油画` sends the sender's avatar too."""
+    from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
+
+    user = new_user()
+    face = avatar(upstream, user)
+    event = group_message("/pic 把我画成油画", user_id=user)
+    async with app.test_matcher(pic_cmd) as ctx:
+        ctx.receive_event(make_bot(ctx), event)
+        expect_picture(ctx, event, upstream)
+    assert sent_images(upstream) == [face]
