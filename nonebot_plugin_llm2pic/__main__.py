@@ -8,25 +8,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
+import aiohttp
+
 from .config import CONFIG_ENV, PLUGIN_NAME
-from .exceptions import BackendUnavailableError, Llm2PicError, SettingsError
+from .exceptions import Llm2PicError, SettingsError
 from .imaging import convert_image
 from .intent import aspect_hint
 from .persona_refs import inspect
 from .pipeline import DrawJob, DrawResult, Pipeline
-from .prompt_writer import probe_llm
+from .prompt_writer import LLM_BACKEND, probe_llm
 from .settings import Settings
-from .settings_store import SettingsStore
-from .transport import new_session
+from .settings_store import LAST_GOOD_NAME, SettingsStore
+from .transport import ProbeResult, new_session, run_probe
+
+LLM_ROW = "LLM"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run one verb; the return value is the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.config:
+    if getattr(args, "config", None):
         # One place decides the path (config.resolve_config_path); the env var carries
         # --config into it, and into the NoneBot process `serve` starts.
         import os
@@ -36,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nonebot_plugin_llm2pic")
+    # --config is accepted before or after any verb; SUPPRESS keeps a later level's unset
+    # default from overwriting a value given earlier on the line.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="llm2pic.toml to use")
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS, help="llm2pic.toml to use"
+    )
+    parser = argparse.ArgumentParser(prog="python -m nonebot_plugin_llm2pic", parents=[common])
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     serve = verbs.add_parser("serve", parents=[common], help="run the bot (OneBot v11 reverse WS)")
@@ -62,13 +71,19 @@ def _parser() -> argparse.ArgumentParser:
 
     config = verbs.add_parser("config", parents=[common], help="read or edit llm2pic.toml")
     config_verbs = config.add_subparsers(dest="config_verb", required=True)
-    get = config_verbs.add_parser("get", parents=[common])
+    show = config_verbs.add_parser("show", parents=[common], help="the effective config as TOML")
+    show.add_argument("section", nargs="?", default="")
+    show.set_defaults(func=_config_show)
+    get = config_verbs.add_parser("get", parents=[common], help="one value")
     get.add_argument("key")
     get.set_defaults(func=_config_get)
-    set_ = config_verbs.add_parser("set", parents=[common])
+    set_ = config_verbs.add_parser("set", parents=[common], help="set one key")
     set_.add_argument("key")
     set_.add_argument("value")
     set_.set_defaults(func=_config_set)
+    unset = config_verbs.add_parser("unset", parents=[common], help="remove a key (default again)")
+    unset.add_argument("key")
+    unset.set_defaults(func=_config_unset)
     return parser
 
 
@@ -88,7 +103,8 @@ def _open_store():
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
     nonebot.init(driver="~none")
-    store = SettingsStore(resolve_config_path(), data_dir())
+    # The same last-good copy as the bot's: an edit here is what a broken file falls back to.
+    store = SettingsStore(resolve_config_path(), data_dir() / LAST_GOOD_NAME, data_dir=data_dir())
     store.load()  # creates the file from the example when missing, like the bot does
     return store
 
@@ -96,8 +112,24 @@ def _open_store():
 def _serve(args: argparse.Namespace) -> int:
     import nonebot
     from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
+    from pydantic import ValidationError
 
-    nonebot.init(driver="~fastapi", host=args.host, port=args.port)
+    kwargs: dict = {"driver": "~fastapi", "host": args.host, "port": args.port}
+    superusers = _superusers_from_env()
+    if superusers is not None:
+        kwargs["superusers"] = superusers
+    try:
+        nonebot.init(**kwargs)
+    except ValidationError as err:  # NoneBot's own .env settings: one line, not a traceback
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in err.errors()
+        )
+        return _fail(f"NoneBot settings are invalid: {problems}")
+    if not nonebot.get_driver().config.superusers:
+        nonebot.logger.warning(
+            "llm2pic: SUPERUSERS is empty: nobody can use /llm2pic admin commands; "
+            "set SUPERUSERS='[\"your QQ id\"]' in the environment or .env"
+        )
     nonebot.get_driver().register_adapter(OneBotV11Adapter)
     # `python -m` imported this package as a plain module before nonebot.init(); NoneBot's
     # loader would skip a module already in sys.modules and serve without our matchers.
@@ -120,6 +152,33 @@ def _serve(args: argparse.Namespace) -> int:
     # permessage-deflate costs ~80 ms of event loop per image frame (``bench/overhead.py``).
     nonebot.run(ws_per_message_deflate=False)
     return 0
+
+
+def _superusers_from_env() -> set[str] | None:
+    """``SUPERUSERS`` from the environment or ``.env``, QQ ids typed as bare numbers accepted.
+
+    None when it is unset or not a JSON list: NoneBot then reads (or rejects) it as usual.
+    """
+    import json
+    import os
+
+    from dotenv import dotenv_values
+
+    raw = os.environ.get("SUPERUSERS")
+    if raw is None:
+        environment = os.environ.get("ENVIRONMENT") or dotenv_values(".env").get("ENVIRONMENT")
+        for env_file in (f".env.{environment or 'prod'}", ".env"):
+            values = {key.upper(): value for key, value in dotenv_values(env_file).items()}
+            raw = values.get("SUPERUSERS")
+            if raw is not None:
+                break
+    try:
+        ids = json.loads(raw or "null")
+    except ValueError:
+        return None
+    if not isinstance(ids, list):
+        return None
+    return {str(user_id) for user_id in ids}
 
 
 def _draw(args: argparse.Namespace) -> int:
@@ -192,32 +251,38 @@ def _persona_rows(store: SettingsStore) -> list[tuple[str, str, str]]:
     return rows
 
 
+def routed_backends(settings: Settings) -> set[str]:
+    """The backends the bot will really use: every name in ``[routing]``."""
+    routing = settings.routing
+    names = {routing.default, routing.anime, routing.real, routing.selfie, *routing.fallback}
+    return names - {""}
+
+
+def _probe(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Awaitable[ProbeResult]:
+    """The probe behind one row of the table (``LLM`` or a backend name); never raises."""
+    if name == LLM_ROW:
+        return run_probe(lambda: probe_llm(session, pipeline.settings()))
+    return run_probe(pipeline.backend(name).probe)
+
+
 async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
-    """Probe the LLM and every backend concurrently; a row per probe."""
-    routed = {
-        settings.routing.default,
-        settings.routing.anime,
-        settings.routing.real,
-        *settings.routing.fallback,
-    } - {""}
+    """Probe the LLM and every backend concurrently; a row per probe.
+
+    Only what the bot will use can fail the check: a configured LLM and the routed backends.
+    Any other backend is ``unused`` whatever its probe says.
+    """
+    used = routed_backends(settings)
     async with new_session() as session:
         pipeline = Pipeline(session, lambda: settings)
 
-        async def probe(name: str, call) -> tuple[str, str, str]:
-            try:
-                return name, "ok", await call()
-            except BackendUnavailableError as err:
-                # An unconfigured backend nobody routes to is not broken, just unused.
-                status = "FAILED" if name.removeprefix("backend ") in routed else "unused"
-                return name, status, _one_line(err)
-            except Llm2PicError as err:
-                return name, "FAILED", _one_line(err)
+        async def row(name: str, label: str, counts: bool) -> tuple[str, str, str]:
+            result = await _probe(session, pipeline, name)
+            status = ("ok" if result.ok else "FAILED") if counts else "unused"
+            return label, status, result.detail.replace(f"绘图服务 {LLM_BACKEND}", "LLM")
 
-        probes = [probe("llm", lambda: probe_llm(session, settings))]
-        probes += [
-            probe(f"backend {name}", pipeline.backend(name).probe) for name in settings.backends
-        ]
-        return list(await asyncio.gather(*probes))
+        rows = [row(LLM_ROW, LLM_ROW, settings.llm.configured)]
+        rows += [row(name, f"backend {name}", name in used) for name in settings.backends]
+        return list(await asyncio.gather(*rows))
 
 
 def _one_line(err: Llm2PicError) -> str:
@@ -226,27 +291,51 @@ def _one_line(err: Llm2PicError) -> str:
     return f"{err.user_message} ({detail})" if detail != err.user_message else detail
 
 
+def _config_show(args: argparse.Namespace) -> int:
+    return _config_read(lambda store: store.show(args.section))
+
+
 def _config_get(args: argparse.Namespace) -> int:
+    def read(store: SettingsStore) -> str:
+        value = store.get(args.key)
+        return store.show(args.key) if isinstance(value, dict) else repr(value)
+
+    return _config_read(read)
+
+
+def _config_read(read) -> int:
     store = _open_store()
     if store.last_error:
         return _fail(f"{store.path}: {store.last_error}")
     try:
-        value = store.get(args.key)
+        text = read(store)
     except SettingsError as err:
         return _fail(str(err))
-    text = store.show(args.key) if isinstance(value, dict) else repr(value)
     sys.stdout.write(f"{text}\n")
     return 0
 
 
 def _config_set(args: argparse.Namespace) -> int:
+    return _config_write(lambda store: store.set(args.key, args.value))
+
+
+def _config_unset(args: argparse.Namespace) -> int:
+    return _config_write(lambda store: store.unset(args.key))
+
+
+def _config_write(edit) -> int:
+    """Run one edit; say what changed and in which file (the wrong file is easy to edit)."""
     store = _open_store()
     try:
-        result = store.set(args.key, args.value)
+        result = edit(store)
     except SettingsError as err:
-        return _fail(str(err))
+        return _fail(f"{store.path} not changed: {err}")
+    if result.value is None:
+        change = f"removed {result.key}"
+    else:
+        change = f"{result.key} = {result.value!r}"
     restart = " (restart the bot to apply)" if result.needs_restart else ""
-    sys.stdout.write(f"{result.key} = {result.value!r}{restart}\n")
+    sys.stdout.write(f"{change}{restart}\nwrote {store.path}\n")
     return 0
 
 

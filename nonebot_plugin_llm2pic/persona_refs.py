@@ -66,9 +66,9 @@ def inspect(entries: Sequence[str], roots: tuple[Path, ...]) -> list[PersonaImag
                 size = path.stat().st_size
                 with path.open("rb") as file:
                     head = file.read(64)
-                problem = "" if sniff_mime(head) else "is not an image"
+                problem = "" if sniff_mime(head) else "不是图片"
             except OSError:
-                problem = "not found"
+                problem = "找不到文件"
         found.append(PersonaImage(entry, path, size, problem))
     return found
 

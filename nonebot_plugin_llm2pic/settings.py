@@ -9,11 +9,14 @@ value given.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -39,6 +42,43 @@ SECRET_KEYS = frozenset({"api_key", "token"})
 
 ENV_PREFIX = "env:"
 
+GRADIO_PLACEHOLDERS = frozenset(
+    {
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "resolution",
+        "width",
+        "height",
+        "steps",
+        "shift",
+        "random_seed",
+        "image",
+    }
+)
+"""The ``{name}`` placeholders a Gradio ``inputs`` template may use."""
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+def _http_url(value: str) -> str:
+    """An empty string or an http(s) URL: ``api.deepseek.com`` alone would never connect."""
+    if value and not re.match(r"https?://[^/\s]", value, re.IGNORECASE):
+        raise ValueError(f"需要以 http:// 或 https:// 开头的地址，收到 {value!r}")
+    return value
+
+
+def _id_text(value: Any) -> Any:
+    """QQ ids are often typed as bare numbers; keep them as text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+"""A URL setting: ``""`` (unset) or ``http(s)://…``."""
+
+UserId = Annotated[str, BeforeValidator(_id_text)]
+"""A QQ id, given as text or as a number."""
+
 
 class _Section(BaseModel):
     # No inf/nan: `user_cooldown_seconds = inf` would crash the "wait N seconds" reply.
@@ -53,7 +93,7 @@ class PluginSection(_Section):
     priority: int = 50
     allow_flags: bool = False
     show_prompt: bool = False
-    blocked_users: list[str] = []
+    blocked_users: list[UserId] = []
     selfie: bool = True
     reply_to_request: bool = True
     ack_message: str = "收到，正在画…"
@@ -61,17 +101,15 @@ class PluginSection(_Section):
     max_send_bytes: int = Field(default=4_000_000, ge=100_000)
     send_format: SendFormat = "auto"
     save_images: bool = False
-    download_proxy: str = ""
-    avatar_url: str = DEFAULT_AVATAR_URL
+    download_proxy: HttpUrl = ""
+    avatar_url: HttpUrl = DEFAULT_AVATAR_URL
     avatar_subjects: AvatarSubjects = "self"
 
     @field_validator("avatar_url")
     @classmethod
     def _check_avatar_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("plugin.avatar_url: needs an http:// or https:// URL")
         if "{user_id}" not in value:
-            raise ValueError("plugin.avatar_url: must contain {user_id} (the QQ number)")
+            raise ValueError(f"必须包含 {{user_id}}（换成 QQ 号），收到 {value!r}")
         return value
 
 
@@ -89,12 +127,12 @@ class PersonaSection(_Section):
         for entry in value:
             problem = reference_problem(entry, roots)
             if problem:
-                raise ValueError(f"persona.reference_images: {entry!r} {problem}")
+                raise ValueError(f"{entry!r}{problem}")
         return value
 
 
 class LlmSection(_Section):
-    base_url: str = ""
+    base_url: HttpUrl = ""
     api_key: str = ""
     model: str = ""
     stream: bool = False
@@ -104,7 +142,7 @@ class LlmSection(_Section):
     context_message_limit: int = Field(default=20, ge=0)
     context_time_minutes: int = Field(default=30, ge=0)
     judge_intent: bool = False
-    proxy: str = ""
+    proxy: HttpUrl = ""
     vision: VisionMode = "auto"
     vision_detail: VisionDetail = "low"
     vision_max_side: int = Field(default=1024, ge=64, le=4096)
@@ -154,17 +192,18 @@ class LimitsSection(_Section):
                 ZoneInfo(self.quota_timezone)
             except (ZoneInfoNotFoundError, ValueError) as err:
                 raise ValueError(
-                    f"limits.quota_timezone: unknown IANA time zone {self.quota_timezone!r}"
+                    f"limits.quota_timezone: 未知的时区 {self.quota_timezone!r}"
+                    "（应为 IANA 时区名，如 Asia/Shanghai）"
                 ) from err
         return self
 
 
 class _BackendBase(_Section):
     enabled: bool = True
-    base_url: str
+    base_url: HttpUrl
     timeout: float = Field(default=120, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
-    proxy: str = ""
+    proxy: HttpUrl = ""
     prompt_style: PromptStyle = "natural"
 
 
@@ -178,6 +217,22 @@ class GradioBackendSettings(_BackendBase):
     seed: int = -1
     inputs: list[Any] | None = None
     output_index: int = Field(default=0, ge=0)
+
+    @field_validator("inputs")
+    @classmethod
+    def _check_placeholders(cls, inputs: list[Any] | None) -> list[Any] | None:
+        used = {
+            name
+            for item in inputs or []
+            if isinstance(item, str)
+            for name in _PLACEHOLDER.findall(item)
+        }
+        unknown = used - GRADIO_PLACEHOLDERS
+        if unknown:
+            names = " ".join(f"{{{name}}}" for name in sorted(unknown))
+            known = " ".join(f"{{{name}}}" for name in sorted(GRADIO_PLACEHOLDERS))
+            raise ValueError(f"未知的占位符 {names}（可用：{known}）")
+        return inputs
 
     @property
     def supports_references(self) -> bool:
@@ -272,10 +327,8 @@ class Settings(_Section):
         for key, values in routed.items():
             for value in values:
                 if value not in names:
-                    known = ", ".join(sorted(names)) or "none"
-                    raise ValueError(
-                        f"{key}: backend {value!r} is not an enabled backend (enabled: {known})"
-                    )
+                    known = ", ".join(sorted(names)) or "无"
+                    raise ValueError(f"{key}: 没有启用名为 {value!r} 的后端（已启用：{known}）")
         return self
 
 
@@ -296,8 +349,41 @@ def parse_settings(data: dict[str, Any], roots: tuple[Path, ...] | None = None) 
         raise settings_error_from(err) from None
 
 
+_EXPECTED = {
+    "int_parsing": "应为整数",
+    "int_type": "应为整数",
+    "int_from_float": "应为整数",
+    "float_parsing": "应为数字",
+    "float_type": "应为数字",
+    "finite_number": "应为有限的数字",
+    "bool_parsing": "应为 true 或 false",
+    "bool_type": "应为 true 或 false",
+    "string_type": "应为字符串",
+    "list_type": '应为列表，如 ["a", "b"]',
+    "dict_type": "应为表",
+    "model_type": "应为表",
+    "model_attributes_type": "应为表",
+}
+"""Pydantic error types → what the key expects, in the words the admin reads."""
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "不能小于"),
+    "greater_than": ("gt", "必须大于"),
+    "less_than_equal": ("le", "不能大于"),
+    "less_than": ("lt", "必须小于"),
+}
+
+
+def add_backend_hint(name: str) -> str:
+    """How to add a backend in one edit (type and base_url must arrive together)."""
+    return (
+        f"新增后端请一次写全：set backends.{name} "
+        f'\'{{type = "gradio", base_url = "https://…"}}\'（openai 类型同理）'
+    )
+
+
 def settings_error_from(err: ValidationError) -> SettingsError:
-    """Turn pydantic's report into one message: dotted key, what was expected, what was given."""
+    """Turn pydantic's report into one Chinese message: dotted key, expectation, value given."""
     lines = []
     first_key = ""
     for item in err.errors(include_url=False):
@@ -307,23 +393,36 @@ def settings_error_from(err: ValidationError) -> SettingsError:
             del loc[2]
         key = ".".join(loc)
         kind = item["type"]
-        message = str(item.get("ctx", {}).get("error", item["msg"]))
+        ctx = item.get("ctx", {})
+        message = str(ctx.get("error", item["msg"]))
         head = message.split(" ", 1)[0]
         if kind == "value_error" and head.endswith(":"):
             key = head[:-1]  # our model validators name their own key: "routing.default: …"
+            message = message.split(" ", 1)[1]
         first_key = first_key or key
+        new_backend = len(loc) >= 2 and loc[0] == "backends"
+        given = _short(item.get("input"))
         if kind == "extra_forbidden":
-            lines.append(f"{key}: unknown key (check the spelling; see config.example.toml)")
+            lines.append(f"{key}: 未知的键（检查拼写，可用的键见 config.example.toml）")
         elif kind == "missing":
-            lines.append(f"{key}: required key is missing")
-        elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-            lines.append(f'{key}: backend needs type = "gradio" or "openai"')
+            hint = f"；{add_backend_hint(loc[1])}" if new_backend else ""
+            lines.append(f"{key}: 缺少这个键{hint}")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            hint = f"；{add_backend_hint(loc[1])}" if new_backend else ""
+            lines.append(f'{key}: 后端需要 type = "gradio" 或 "openai"{hint}')
         elif kind == "value_error":
-            lines.append(message if message.startswith(f"{key}:") else f"{key}: {message}")
+            lines.append(f"{key}: {message}")
+        elif kind in _BOUNDS:
+            bound, words = _BOUNDS[kind]
+            lines.append(f"{key}: {words} {ctx.get(bound)}，收到 {given}")
+        elif kind == "literal_error":
+            choices = str(ctx.get("expected", "")).replace(" or ", " 或 ")
+            lines.append(f"{key}: 只能是 {choices}，收到 {given}")
+        elif kind in _EXPECTED:
+            lines.append(f"{key}: {_EXPECTED[kind]}，收到 {given}")
         else:
-            given = _short(item.get("input"))
-            lines.append(f"{key}: {item['msg'].lower()}, got {given}")
-    return SettingsError("; ".join(lines), key=first_key)
+            lines.append(f"{key}: {item['msg'].lower()}，收到 {given}")
+    return SettingsError("；".join(lines), key=first_key)
 
 
 REFERENCE_ROOTS_CONTEXT = "reference_roots"
@@ -344,14 +443,14 @@ def reference_problem(entry: str, roots: tuple[Path, ...] | None) -> str:
     if is_url(entry):
         return ""
     if not entry.strip():
-        return "is empty"
+        return "是空的"
     if "://" in entry or entry.lower().startswith(("data:", "file:")):
-        return "must be an image file or an http(s) URL"
+        return "不是图片文件，也不是 http(s) 链接"
     if roots is None:
         return ""
     path = resolve_reference(entry, roots)
     if not any(path.is_relative_to(root.resolve()) for root in roots):
-        return "must be inside the config file's folder or the plugin data dir"
+        return "不在配置文件所在的文件夹或插件数据目录内"
     return ""
 
 

@@ -3,6 +3,11 @@
 Edits go through tomlkit so comments and layout survive: re-read the file under a lock, convert
 the value to the type of the field it sets, validate the whole result, write atomically (temp file
 + rename), then swap the live ``Settings``. A rejected edit leaves the file byte-for-byte unchanged.
+
+Every content that loads or is written successfully is also copied to ``llm2pic.last-good.toml``
+in the data dir. When the file turns invalid (a typo in a hand edit), the store runs that copy, so
+an edit made by another process (the CLI) since the bot last read the file is not lost; at
+start-up with a broken file it runs the copy, or the defaults when there is none.
 No NoneBot imports: the CLI and the bot share this module.
 """
 
@@ -17,11 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import tomlkit
 from pydantic import BaseModel
-from tomlkit.exceptions import TOMLKitError
+from tomlkit.exceptions import InvalidControlChar, ParseError, TOMLKitError
 
 from .exceptions import SettingsError
 from .settings import (
@@ -29,6 +34,7 @@ from .settings import (
     GradioBackendSettings,
     OpenAIBackendSettings,
     Settings,
+    add_backend_hint,
     mask_secret,
     parse_settings,
 )
@@ -41,6 +47,21 @@ except ImportError:  # pragma: no cover - Windows: the in-process lock still ser
 log = logging.getLogger("nonebot_plugin_llm2pic")
 
 EXAMPLE_NAME = "config.example.toml"
+LAST_GOOD_NAME = "llm2pic.last-good.toml"
+
+Source = Literal["file", "last-good", "defaults"]
+"""What the live settings come from: the file, the saved last valid content, or the defaults."""
+
+RUNNING_LOG: dict[Source, str] = {
+    "file": "the file",
+    "last-good": "the last valid content",
+    "defaults": "the defaults",
+}
+RUNNING_CHAT: dict[Source, str] = {
+    "file": "配置文件",
+    "last-good": "上一次的有效配置",
+    "defaults": "默认配置",
+}
 MAX_VALUE_CHARS = 4000
 """Longest value accepted from `set`: a config value has no business being longer."""
 
@@ -95,11 +116,16 @@ class EditResult:
 class SettingsStore:
     """Owns the path, the live ``Settings`` and the lock every edit takes."""
 
-    def __init__(self, path: Path, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, path: Path, last_good: Path | None = None, *, data_dir: Path | None = None
+    ) -> None:
         self.path = path
+        self.last_good = last_good
+        """Where the last valid content is kept (None: only in memory)."""
         self.data_dir = data_dir
         """Where else reference image files may live besides the config file's folder."""
         self.settings = Settings()
+        self.source: Source = "defaults"
         self.last_error: SettingsError | None = None
         self._mtime_ns: int | None = None
         self._lock = threading.Lock()
@@ -107,7 +133,11 @@ class SettingsStore:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> Settings:
-        """Start-up load: create the file from the example if missing; bad file → defaults."""
+        """Start-up load: create the file from the example if missing.
+
+        A bad file sets ``last_error`` and runs the saved last valid content, else the defaults
+        (``source`` says which); the caller reports it.
+        """
         with self._locked():
             if not self.path.exists():
                 atomic_write(self.path, example_text())
@@ -115,19 +145,16 @@ class SettingsStore:
             try:
                 self._apply(self._parse_file())
             except SettingsError as err:
-                self.last_error = err
-                self._mtime_ns = self._stat_mtime()
-                log.error("config %s is invalid, running with defaults: %s", self.path, err)
+                self._fail(err)
         return self.settings
 
     def reload(self) -> Settings:
-        """Re-read the file; on error keep the last good settings and raise ``SettingsError``."""
+        """Re-read the file; on error run the last valid content and raise ``SettingsError``."""
         with self._locked():
             try:
                 self._apply(self._parse_file())
             except SettingsError as err:
-                self.last_error = err
-                self._mtime_ns = self._stat_mtime()
+                self._fail(err)
                 raise
         return self.settings
 
@@ -146,8 +173,9 @@ class SettingsStore:
             self.reload()
         except SettingsError as err:
             log.error(
-                "config %s changed on disk but is invalid, keeping the last good one: %s",
+                "config %s changed on disk but is invalid, running %s: %s",
                 self.path,
+                RUNNING_LOG[self.source],
                 err,
             )
             return False
@@ -170,15 +198,18 @@ class SettingsStore:
             elif isinstance(node, dict) and part in node:
                 node = node[part]
             else:
-                raise SettingsError(f"{key}: unknown key{_hint(key, self.settings)}", key=key)
+                raise SettingsError(f"{key}: 未知的键{_hint(key, self.settings)}", key=key)
         return mask_tree(node, key)
 
     def show(self, section: str = "") -> str:
         """The effective config (or one section) as TOML text, secrets masked."""
         data = self.get(section) if section else mask_tree(self.settings, "")
         if isinstance(data, dict):
+            # Nest the section under its parts: [backends.openai], never ["backends.openai"].
+            for part in reversed(_split_key(section) if section else []):
+                data = {part: data}
             document = tomlkit.document()
-            document.update({section: data} if section else data)
+            document.update(data)
             return tomlkit.dumps(document).strip()
         return f"{section} = {tomlkit.item(data).as_string()}"
 
@@ -188,13 +219,13 @@ class SettingsStore:
         """Set a dotted key from its text form; validates everything before writing."""
         if len(raw) > MAX_VALUE_CHARS:
             raise SettingsError(
-                f"{key}: value too long ({len(raw)} > {MAX_VALUE_CHARS} chars)", key=key
+                f"{key}: 值太长（{len(raw)} 个字符，上限 {MAX_VALUE_CHARS}）", key=key
             )
         if not raw.isascii():
             try:  # a lone surrogate from a chat client's JSON cannot be written as UTF-8
                 raw.encode("utf-8")
             except UnicodeEncodeError:
-                raise SettingsError(f"{key}: value is not valid text", key=key) from None
+                raise SettingsError(f"{key}: 值不是有效的文本", key=key) from None
         with self._locked():
             document = self._read_document()
             value = convert_value(key, raw, document, self.settings)
@@ -208,7 +239,7 @@ class SettingsStore:
             parts = _split_key(key)
             parent = _walk(document, parts[:-1])
             if parent is None or parts[-1] not in parent:
-                raise SettingsError(f"{key}: not set in the file (nothing to unset)", key=key)
+                raise SettingsError(f"{key}: 文件里没有设置这个键（无需删除）", key=key)
             del parent[parts[-1]]
             return self._commit(document, key, None)
 
@@ -241,32 +272,90 @@ class SettingsStore:
         except FileNotFoundError:
             text = example_text()  # deleted while running: edits start again from the example
         except OSError as err:
-            raise SettingsError(f"cannot read {self.path}: {err.strerror}") from err
-        try:
-            return tomlkit.parse(text)
-        except TOMLKitError as err:
-            raise SettingsError(f"{self.path.name} is not valid TOML: {err}") from err
+            raise SettingsError(f"无法读取 {self.path}：{err.strerror}") from err
+        return parse_document(text, self.path.name)
 
-    def _parse_file(self) -> tuple[Settings, int | None]:
+    def _parse_file(self) -> tuple[Settings, int | None, str]:
         mtime = self._stat_mtime()
         if mtime is None:
-            raise SettingsError(f"{self.path} does not exist (deleted?)")
-        return parse_settings(self._read_document().unwrap(), self.reference_roots), mtime
+            raise SettingsError(f"{self.path} 不存在（被删除了？）")
+        document = self._read_document()
+        settings = parse_settings(document.unwrap(), self.reference_roots)
+        return settings, mtime, tomlkit.dumps(document)
 
-    def _apply(self, parsed: tuple[Settings, int | None]) -> None:
-        self.settings, self._mtime_ns = parsed
+    def _apply(self, parsed: tuple[Settings, int | None, str]) -> None:
+        self.settings, self._mtime_ns, text = parsed
+        self.source = "file"
         self.last_error = None
+        self._save_last_good(text)
+
+    def _fail(self, err: SettingsError) -> None:
+        """The file is invalid: run the saved last valid content if there is one."""
+        self.last_error = err
+        self._mtime_ns = self._stat_mtime()
+        saved = self._read_last_good()
+        if saved is not None:
+            self.settings, self.source = saved, "last-good"
+        elif self.source == "file":
+            self.source = "last-good"  # what was loaded before is the last valid content
+
+    def _last_good_header(self) -> str:
+        return f"# llm2pic: last valid content of {self.path}\n"
+
+    def _save_last_good(self, text: str) -> None:
+        if self.last_good is None:
+            return
+        content = self._last_good_header() + text
+        try:
+            if not self.last_good.exists() or self.last_good.read_text("utf-8") != content:
+                atomic_write(self.last_good, content)
+        except OSError as err:
+            log.warning("cannot save the last valid config to %s: %s", self.last_good, err)
+
+    def _read_last_good(self) -> Settings | None:
+        """The saved last valid content of this file, or None (none saved, or another file's)."""
+        if self.last_good is None:
+            return None
+        try:
+            text = self.last_good.read_text("utf-8")
+        except OSError:
+            return None
+        header = self._last_good_header()
+        if not text.startswith(header):
+            return None
+        try:
+            return parse_settings(parse_document(text[len(header) :], self.last_good.name).unwrap())
+        except SettingsError:
+            return None
 
     def _commit(self, document: tomlkit.TOMLDocument, key: str, value: Any) -> EditResult:
         settings = parse_settings(document.unwrap(), self.reference_roots)
+        text = tomlkit.dumps(document)
         try:
-            atomic_write(self.path, tomlkit.dumps(document))
+            atomic_write(self.path, text)
         except OSError as err:
-            raise SettingsError(f"cannot write {self.path}: {err.strerror}", key=key) from err
+            raise SettingsError(f"无法写入 {self.path}：{err.strerror}", key=key) from err
         self.settings = settings
+        self.source = "file"
         self._mtime_ns = self._stat_mtime()
         self.last_error = None
+        self._save_last_good(text)
         return EditResult(key, mask_tree(value, key), key in RESTART_KEYS)
+
+
+def parse_document(text: str, name: str) -> tomlkit.TOMLDocument:
+    """Parse TOML text; a syntax error names the line (and a likely missing quote)."""
+    try:
+        return tomlkit.parse(text)
+    except ParseError as err:
+        if isinstance(err, InvalidControlChar):
+            raise SettingsError(f"{name} 第 {err.line} 行的字符串没有结束（可能缺少引号）") from err
+        detail = str(err).rsplit(" at line ", 1)[0]
+        raise SettingsError(
+            f"{name} 第 {err.line} 行第 {err.col} 列不是有效的 TOML（{detail}）"
+        ) from err
+    except TOMLKitError as err:
+        raise SettingsError(f"{name} 不是有效的 TOML：{err}") from err
 
 
 def mask_tree(value: Any, key: str) -> Any:
@@ -283,7 +372,9 @@ def mask_tree(value: Any, key: str) -> Any:
 def _split_key(key: str) -> list[str]:
     parts = key.strip().split(".")
     if not key.strip() or any(not part for part in parts):
-        raise SettingsError(f"{key!r}: not a dotted key like limits.user_cooldown_seconds", key=key)
+        raise SettingsError(
+            f"{key!r}: 不是点号路径的键，应类似 limits.user_cooldown_seconds", key=key
+        )
     return parts
 
 
@@ -305,7 +396,7 @@ def _assign(document: tomlkit.TOMLDocument, key: str, value: Any) -> None:
             node[part] = tomlkit.table(is_super_table=depth == 0 and parts[0] == "backends")
         node = node[part]
         if not isinstance(node, dict):
-            raise SettingsError(f"{key}: {'.'.join(parts[: depth + 1])} is not a table", key=key)
+            raise SettingsError(f"{key}: {'.'.join(parts[: depth + 1])} 不是表", key=key)
     node[parts[-1]] = value
 
 
@@ -313,9 +404,7 @@ def field_annotation(key: str, document: Any, settings: Settings) -> Any:
     """The type annotation of the field a dotted key names, or ``SettingsError`` if none."""
     parts = _split_key(key)
     if len(parts) == 1 and parts[0] in Settings.model_fields:
-        raise SettingsError(
-            f"{key}: is a section, name one of its keys (see /llm2pic show {key})", key=key
-        )
+        raise SettingsError(f"{key}: 是一节，请指定其中的键（见 /llm2pic show {key}）", key=key)
     if parts[0] == "backends" and len(parts) == 2:
         return dict  # a whole backend as an inline table: {type = "gradio", base_url = "…"}
     if parts[0] == "backends" and len(parts) == 3:
@@ -327,19 +416,19 @@ def field_annotation(key: str, document: Any, settings: Settings) -> Any:
         model = _BACKEND_MODELS.get(str(kind))
         if model is None:
             raise SettingsError(
-                f'{key}: set backends.{parts[1]}.type ("gradio" or "openai") first', key=key
+                f"{key}: 后端 {parts[1]} 还没有 type；{add_backend_hint(parts[1])}", key=key
             )
         parts = parts[2:]
     elif len(parts) == 2 and parts[0] in Settings.model_fields and parts[0] != "backends":
         model = Settings.model_fields[parts[0]].annotation
         parts = parts[1:]
     else:
-        raise SettingsError(f"{key}: unknown key{_hint(key, settings)}", key=key)
+        raise SettingsError(f"{key}: 未知的键{_hint(key, settings)}", key=key)
     assert isinstance(model, type)
     assert issubclass(model, BaseModel)
     field = model.model_fields.get(parts[0])
     if field is None:
-        raise SettingsError(f"{key}: unknown key{_hint(key, settings)}", key=key)
+        raise SettingsError(f"{key}: 未知的键{_hint(key, settings)}", key=key)
     return field.annotation
 
 
@@ -350,14 +439,14 @@ def convert_value(key: str, raw: str, document: Any, settings: Settings) -> Any:
     if annotation is str or _is_str_literal(annotation):
         parsed = _parse_toml_value(text)
         return parsed if isinstance(parsed, str) else text
+    if annotation is dict and len(text) > 1 and text[0] == text[-1] == "'":
+        text = text[1:-1]  # the shell-quoted form works in chat too: '{type = "gradio", …}'
     value = _parse_toml_value(text)
     if value is None:
-        raise SettingsError(f"{key}: expected {_type_name(annotation)}, got {text[:60]!r}", key=key)
+        raise SettingsError(f"{key}: 应为{_type_name(annotation)}，收到 {text[:60]!r}", key=key)
     out_of_range = isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX
     if out_of_range and not isinstance(value, bool):
-        raise SettingsError(
-            f"{key}: {text[:60]} is out of range (TOML integers are 64-bit)", key=key
-        )
+        raise SettingsError(f"{key}: {text[:60]} 超出范围（TOML 整数是 64 位）", key=key)
     return value
 
 
@@ -380,18 +469,18 @@ def _is_str_literal(annotation: Any) -> bool:
 
 
 def _type_name(annotation: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+    names = {int: "整数", float: "数字", bool: " true 或 false", dict: "表"}
     if annotation in names:
         return names[annotation]
     if get_origin(annotation) is list:
-        return 'a list like ["a", "b"]'
+        return '列表，如 ["a", "b"]'
     return str(annotation).replace("typing.", "")
 
 
 def _hint(key: str, settings: Settings) -> str:
     known = list(_all_keys(mask_tree(settings, "")))
     close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean {close[0]}?)" if close else " (see /llm2pic show)"
+    return f"（是不是 {close[0]}？）" if close else "（可用的键见 /llm2pic show）"
 
 
 def _all_keys(tree: Any, prefix: str = "") -> Iterator[str]:

@@ -8,29 +8,43 @@ open on driver startup and close on shutdown, after the running jobs are cancell
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nonebot import get_driver, get_plugin_config, logger
 
 from .config import Config, data_dir, resolve_config_path
+from .exceptions import SettingsError
 from .group_switch import GroupSwitch
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
 from .persona_refs import LOOKS_FILENAME, PersonaLooks
 from .pipeline import Pipeline
 from .recent import RecentPictures
-from .settings_store import SettingsStore
+from .settings_store import LAST_GOOD_NAME, RUNNING_LOG, SettingsStore
 from .transport import new_session
 
 plugin_config = get_plugin_config(Config)
 
-store = SettingsStore(resolve_config_path(plugin_config.llm2pic_config), data_dir())
+store = SettingsStore(
+    resolve_config_path(plugin_config.llm2pic_config),
+    data_dir() / LAST_GOOD_NAME,
+    data_dir=data_dir(),
+)
 store.load()
 if store.last_error:
-    logger.error(f"llm2pic: {store.path} is invalid, running with defaults: {store.last_error}")
+    logger.error(
+        f"llm2pic: {store.path} is invalid, running {RUNNING_LOG[store.source]}: {store.last_error}"
+    )
 else:
     logger.info(f"llm2pic: config {store.path}")
+
+WATCH_INTERVAL = 1.0
+"""Seconds between checks of the config file's mtime (changes apply within 2 s, idle or not)."""
+
+invalid_config_handlers: list[Callable[[SettingsError], Awaitable[bool]]] = []
+"""Called with each new error of the config file until one returns True (it was reported)."""
 
 groups = GroupSwitch(data_dir() / "disabled_groups.json")
 history = History()
@@ -42,13 +56,19 @@ pipeline: Pipeline | None = None
 
 jobs: set[asyncio.Task[None]] = set()
 """Background jobs in flight; shutdown cancels them."""
+watch_config = True
+"""Test seam: nonebug's fake bots answer only the API calls a test expects, so in-process tests
+turn the file watcher off; it is tested through a real `serve`."""
 
 driver = get_driver()
 
 
+_watcher: asyncio.Task[None] | None = None
+
+
 @driver.on_startup
 async def _open() -> None:
-    global pipeline
+    global pipeline, _watcher
     await quota.open()
     pipeline = Pipeline(
         new_session(),
@@ -57,10 +77,32 @@ async def _open() -> None:
         roots=store.reference_roots,
         looks=PersonaLooks(data_dir() / LOOKS_FILENAME),
     )
+    if watch_config:
+        _watcher = asyncio.create_task(_watch_config())
+
+
+async def _watch_config() -> None:
+    """Re-read the file when it changes; report each new error once (to the handlers)."""
+    reported: SettingsError | None = None
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL)
+        try:
+            await asyncio.to_thread(store.refresh_if_changed)
+            error = store.last_error
+            if error is not None and error is not reported:
+                for handler in invalid_config_handlers:
+                    if await handler(error):
+                        reported = error
+        except Exception as err:  # the watcher must outlive any one failure
+            logger.opt(exception=err).warning("llm2pic: config watcher")
 
 
 @driver.on_shutdown
 async def _close() -> None:
+    if _watcher is not None:
+        _watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _watcher
     await cancel_jobs()
     if pipeline is not None:
         await pipeline.session.close()

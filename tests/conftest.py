@@ -49,6 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     nonebot.get_driver().register_adapter(Adapter)
     assert nonebot.load_plugin("nonebot_plugin_llm2pic") is not None
+    from nonebot_plugin_llm2pic import state
+
+    state.watch_config = False  # see state.watch_config
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -52,7 +52,7 @@ async def test_invalid_set_names_key_and_changes_nothing(app: App, config_file: 
     """A value of the wrong type is refused with key and reason; the file is untouched."""
     before = config_file.read_bytes()
     event = private_message("/llm2pic set limits.user_daily_quota lots", user_id=ADMIN)
-    await run_admin(app, event, "未修改：limits.user_daily_quota: expected an integer, got 'lots'")
+    await run_admin(app, event, "未修改：limits.user_daily_quota: 应为整数，收到 'lots'")
     assert config_file.read_bytes() == before
 
 
@@ -62,7 +62,7 @@ async def test_unknown_key_gets_hint(app: App, config_file: Path):
     await run_admin(
         app,
         event,
-        "未修改：limits.user_cooldown: unknown key (did you mean limits.user_cooldown_seconds?)",
+        "未修改：limits.user_cooldown: 未知的键（是不是 limits.user_cooldown_seconds？）",
     )
 
 
@@ -127,7 +127,7 @@ async def test_reload_broken_file_keeps_last_good(app: App, config_file: Path):
     await run_admin(
         app,
         private_message("/llm2pic reload", user_id=ADMIN),
-        f"配置文件有误，仍使用上一次的有效配置：{info.value}",
+        f"配置文件有误，正在使用上一次的有效配置：{info.value}",
     )
     assert store.settings.limits.max_queue == 6
 

@@ -269,8 +269,8 @@ def test_inspect_lists_files_and_urls(tmp_path: Path) -> None:
     found = inspect(["me.png", "gone.png", "notes.txt", "https://x/me.png"], roots(tmp_path))
     assert [(item.size, item.problem) for item in found] == [
         (len(png()), ""),
-        (None, "not found"),
-        (2, "is not an image"),
+        (None, "找不到文件"),
+        (2, "不是图片"),
         (None, ""),
     ]
 

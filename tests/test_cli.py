@@ -146,8 +146,8 @@ async def test_check_reports_each_probe(tmp_path: Path):
     }
     assert code == 1
     assert " ok " in rows["config"]
-    assert " ok " in rows["llm"]
-    assert "test-model listed" in rows["llm"]
+    assert " ok " in rows["LLM"]
+    assert "test-model listed" in rows["LLM"]
     assert "FAILED" in rows["backend openai"]
     assert "认证失败" in rows["backend openai"]
     assert "sk-wrong" not in out
@@ -188,7 +188,7 @@ async def test_config_set_and_get_roundtrip(tmp_path: Path):
     before = (tmp_path / "llm2pic.toml").read_bytes()
     code, _, err = await run_cli(tmp_path, "config", "set", "limits.max_queue", "lots")
     assert code == 1
-    assert "limits.max_queue: expected an integer" in err
+    assert "limits.max_queue: 应为整数" in err
     assert (tmp_path / "llm2pic.toml").read_bytes() == before
 
 

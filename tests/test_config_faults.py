@@ -70,7 +70,7 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 # 1. Broken TOML at start-up: running on defaults, and status says why.
                 status = await admin(client, "/llm2pic status")
                 assert "配置错误" in status
-                assert "not valid TOML" in status
+                assert "不是有效的 TOML" in status
                 assert (
                     await admin(client, "/llm2pic get limits.max_queue") == "limits.max_queue = 20"
                 )
@@ -83,12 +83,12 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 # 3. Hostile values: refused naming the key, file byte-for-byte unchanged.
                 good = server.config_path.read_bytes()
                 for command, fragment in [
-                    ("/llm2pic set limits.max_queue lots", "limits.max_queue: expected an integer"),
-                    ("/llm2pic set limits.max_queue " + "9" * 400, "64-bit"),
-                    ("/llm2pic set limits.job_timeout inf", "finite"),
-                    ("/llm2pic set persona.name " + "x" * 5000, "too long"),
+                    ("/llm2pic set limits.max_queue lots", "limits.max_queue: 应为整数"),
+                    ("/llm2pic set limits.max_queue " + "9" * 400, "64 位"),
+                    ("/llm2pic set limits.job_timeout inf", "有限"),
+                    ("/llm2pic set persona.name " + "x" * 5000, "值太长"),
                     ("/llm2pic set limits.max_queue 3\n[evil]\nx = 1", "limits.max_queue"),
-                    ("/llm2pic set routing.default ghost", "not an enabled backend"),
+                    ("/llm2pic set routing.default ghost", "没有启用名为"),
                 ]:
                     reply = await admin(client, command)
                     assert reply.startswith("未修改："), reply
@@ -127,7 +127,7 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 # 6. Directory not writable: refused with the reason, memory unchanged.
                 with read_only(server.config_path.parent):
                     reply = await admin(client, "/llm2pic set limits.max_queue 3")
-                assert reply.startswith("未修改：cannot write"), reply
+                assert reply.startswith("未修改：无法写入"), reply
                 assert (
                     await admin(client, "/llm2pic get limits.max_queue") == "limits.max_queue = 7"
                 )
@@ -135,7 +135,7 @@ async def test_config_faults_end_to_end(tmp_path: Path):
                 # 7. Corrupted on disk, then reload: last good kept, admin told; still draws.
                 server.config_path.write_text("[limits]\nmax_queue = 'lots'\n", "utf-8")
                 reply = await admin(client, "/llm2pic reload")
-                assert reply.startswith("配置文件有误，仍使用上一次的有效配置")
+                assert reply.startswith("配置文件有误，正在使用上一次的有效配置")
                 assert "limits.max_queue" in reply
                 await draws(client, user_id=505)
 

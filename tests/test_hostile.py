@@ -286,12 +286,12 @@ def store(tmp_path: Path) -> SettingsStore:
     [
         ("limits.max_queue", "9" * 400, "max_queue"),
         ("limits.job_timeout", "1e999", "job_timeout"),
-        ("limits.user_cooldown_seconds", "inf", "finite"),  # crashed the cooldown reply
+        ("limits.user_cooldown_seconds", "inf", "有限"),  # crashed the cooldown reply
         ("llm.temperature", "nan", "temperature"),
-        ("limits.user_daily_quota", str(2**63), "64-bit"),
-        ("plugin.blocked_users", "5", "list"),
+        ("limits.user_daily_quota", str(2**63), "64 位"),
+        ("plugin.blocked_users", "5", "应为列表"),
         ("plugin.blocked_users", "[{a = 1}]", "blocked_users"),
-        ("routing.fallback", '["zimage", "ghost"]', "not an enabled backend"),
+        ("routing.fallback", '["zimage", "ghost"]', "没有启用名为"),
         ("backends.zimage", '"just text"', "backends.zimage"),
         ("backends.evil", '{type = "shell", base_url = "x"}', "type"),
         ("limits.quota_timezone", '"../../etc/passwd"', "quota_timezone"),

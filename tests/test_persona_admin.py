@@ -139,7 +139,7 @@ async def test_list_shows_count_sizes_and_urls(app: App, host: FakeOpenAI, confi
         app,
         private_message("/llm2pic persona ref list", user_id=ADMIN),
         "形象参考图共 3 张：\n1. persona/a.png（2 KB）\n2. https://example.com/me.png\n"
-        "3. gone.png（不可用：not found）",
+        "3. gone.png（不可用：找不到文件）",
     )
 
 

@@ -32,7 +32,7 @@ async def test_serve_creates_config_and_answers_admin_edit(served):
     assert "已设置 limits.user_cooldown_seconds" in message_text(call.params["message"])
     text = server.config_path.read_text("utf-8")
     assert tomlkit.parse(text).unwrap()["limits"]["user_cooldown_seconds"] == 12
-    assert "# 0 = unlimited; persisted" in text  # comments survive the edit
+    assert "# 每人每天次数，0 = 不限" in text  # comments survive the edit
 
 
 async def test_serve_ignores_admin_commands_from_members(served):

@@ -58,25 +58,25 @@ def test_new_backend_and_disabled_builtin():
         pytest.param(
             {"plugin": {"natural_languag": True}},
             "plugin.natural_languag",
-            "unknown key",
+            "未知的键",
             id="unknown-key",
         ),
         pytest.param(
             {"plugin": {"send_mode": "ftp"}},
             "plugin.send_mode",
-            "'base64' or 'file'",
+            "'base64' 或 'file'",
             id="bad-literal",
         ),
         pytest.param(
             {"limits": {"max_concurrency": 0}},
             "limits.max_concurrency",
-            "greater than or equal to 1",
+            "不能小于 1",
             id="out-of-range",
         ),
         pytest.param(
             {"routing": {"default": "nope"}},
             "routing.default",
-            "not an enabled backend",
+            "没有启用名为 'nope' 的后端",
             id="routing-unknown",
         ),
         pytest.param(
@@ -88,7 +88,7 @@ def test_new_backend_and_disabled_builtin():
         pytest.param(
             {"backends": {"openai": {"enabled": False}}, "routing": {"anime": "openai"}},
             "routing.anime",
-            "not an enabled backend",
+            "没有启用名为 'openai' 的后端",
             id="routing-disabled",
         ),
         pytest.param(
@@ -106,19 +106,19 @@ def test_new_backend_and_disabled_builtin():
         pytest.param(
             {"backends": {"openai": {"mode": "video"}}},
             "backends.openai.mode",
-            "'images' or 'chat'",
+            "'images' 或 'chat'",
             id="backend-literal",
         ),
         pytest.param(
             {"limits": {"quota_timezone": "Mars/Olympus"}},
             "limits.quota_timezone",
-            "time zone",
+            "时区",
             id="timezone",
         ),
         pytest.param(
             {"generation": {"banned_words": "nsfw"}},
             "generation.banned_words",
-            "list",
+            "应为列表",
             id="list-expected",
         ),
         pytest.param({"llm": "x"}, "llm", "", id="section-not-table"),

@@ -36,8 +36,10 @@ def test_set_keeps_comments_and_layout(store: SettingsStore):
     assert len(before) == len(after)
     assert changed == [
         (
-            "user_cooldown_seconds = 30",
-            "user_cooldown_seconds = 10",
+            "user_cooldown_seconds = 30    # 每人两次请求的最短间隔（秒） / seconds between two"
+            " requests of a user",
+            "user_cooldown_seconds = 10    # 每人两次请求的最短间隔（秒） / seconds between two"
+            " requests of a user",
         )
     ]
     assert store.settings.limits.user_cooldown_seconds == 10
@@ -70,16 +72,16 @@ def test_set_converts_to_field_type(store: SettingsStore, key, raw, expected):
 @pytest.mark.parametrize(
     ("key", "raw", "fragment"),
     [
-        ("limits.user_cooldown_seconds", "soon", "expected a number"),
-        ("plugin.show_prompt", "maybe", "true or false"),
-        ("plugin.nonexistent", "1", "unknown key"),
-        ("limits.max_queue", "0", "greater than or equal to 1"),
-        ("routing.default", "ghost", "not an enabled backend"),
-        ("generation.banned_words", '["a"]\n[evil]\nx = 1', "list"),
+        ("limits.user_cooldown_seconds", "soon", "应为数字"),
+        ("plugin.show_prompt", "maybe", "true 或 false"),
+        ("plugin.nonexistent", "1", "未知的键"),
+        ("limits.max_queue", "0", "不能小于 1"),
+        ("routing.default", "ghost", "没有启用名为"),
+        ("generation.banned_words", '["a"]\n[evil]\nx = 1', "应为列表"),
         ("backends.ghost.steps", "3", "type"),
-        ("plugin", "1", "is a section"),
-        ("plugin..x", "1", "dotted key"),
-        ("persona.name", "x" * 5000, "too long"),
+        ("plugin", "1", "是一节"),
+        ("plugin..x", "1", "点号路径"),
+        ("persona.name", "x" * 5000, "值太长"),
     ],
 )
 def test_rejected_edit_leaves_file_unchanged(store: SettingsStore, key, raw, fragment):
@@ -112,7 +114,7 @@ def test_unset_restores_default(store: SettingsStore):
 def test_unset_missing_key_is_refused(store: SettingsStore):
     """Unsetting a key that is not in the file changes nothing and says so."""
     before = store.path.read_bytes()
-    with pytest.raises(SettingsError, match="nothing to unset"):
+    with pytest.raises(SettingsError, match="文件里没有设置这个键"):
         store.unset("persona.nickname")
     assert store.path.read_bytes() == before
 
@@ -163,7 +165,7 @@ def test_broken_file_on_reload_keeps_last_good(store: SettingsStore):
     """A corrupted file at reload raises, and the last good config stays live."""
     store.set("limits.max_queue", "5")
     store.path.write_text("[limits\nmax_queue = ", "utf-8")
-    with pytest.raises(SettingsError, match="not valid TOML"):
+    with pytest.raises(SettingsError, match="不是有效的 TOML"):
         store.reload()
     assert store.settings.limits.max_queue == 5
     assert store.last_error is not None
@@ -185,7 +187,7 @@ def test_deleted_file_edit_starts_from_example(store: SettingsStore):
     """If the file vanished while running, an edit recreates it from the example."""
     store.path.unlink()
     store.set("limits.max_queue", "4")
-    assert "# master switch" in store.path.read_text("utf-8")
+    assert "# 总开关" in store.path.read_text("utf-8")
     assert store.settings.limits.max_queue == 4
 
 
@@ -200,7 +202,7 @@ def test_unwritable_file_refuses_edit(store: SettingsStore, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("tempfile.mkstemp", denied)
-    with pytest.raises(SettingsError, match=r"cannot write .*Permission denied"):
+    with pytest.raises(SettingsError, match=r"无法写入 .*Permission denied"):
         store.set("limits.max_queue", "4")
     assert store.settings.limits.max_queue == 20
 
@@ -213,7 +215,7 @@ def test_write_is_atomic(store: SettingsStore, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", exploding_replace)
-    with pytest.raises(SettingsError, match="cannot write"):
+    with pytest.raises(SettingsError, match="无法写入"):
         store.set("limits.max_queue", "4")
     assert store.path.read_bytes() == before
     assert [p.name for p in store.path.parent.iterdir() if p.suffix == ".tmp"] == []
@@ -246,6 +248,6 @@ def test_reload_of_deleted_file_keeps_settings(store: SettingsStore):
     """`reload` after the file vanished says so and keeps the settings in force."""
     store.set("limits.max_queue", "6")
     store.path.unlink()
-    with pytest.raises(SettingsError, match="does not exist"):
+    with pytest.raises(SettingsError, match="不存在"):
         store.reload()
     assert store.settings.limits.max_queue == 6

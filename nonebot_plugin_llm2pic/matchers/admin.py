@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from nonebot import on_command
+from nonebot import get_bots, get_driver, logger, on_command
 from nonebot.adapters import Bot, Event, Message
 from nonebot.adapters.onebot.v11 import GROUP_ADMIN, GROUP_OWNER, GroupMessageEvent
 from nonebot.matcher import Matcher
@@ -17,7 +17,7 @@ from nonebot.permission import SUPERUSER
 
 from .. import state
 from ..exceptions import SettingsError
-from ..settings_store import is_secret_key
+from ..settings_store import RUNNING_CHAT, is_secret_key
 from ..state import groups, store
 from .persona_admin import persona_command
 
@@ -116,7 +116,7 @@ def _status() -> str:
     disabled = "、".join(sorted(groups.disabled)) or "无"
     lines = [f"配置文件：{store.path}", f"关闭画图的群：{disabled}"]
     if store.last_error:
-        lines.append(f"配置错误（正在使用上一次的有效配置）：{store.last_error}")
+        lines.append(f"配置错误（正在使用{RUNNING_CHAT[store.source]}）：{store.last_error}")
     lines.append(f"排队中：{state.queue.waiting}，正在画：{state.queue.running}")
     summary = state.pipeline.stats.summary() if state.pipeline else {}
     for name, (ok, failed, median) in summary.items():
@@ -131,9 +131,35 @@ def _reload() -> str:
     try:
         store.reload()
     except SettingsError as err:
-        return f"配置文件有误，仍使用上一次的有效配置：{err}"
+        return f"配置文件有误，正在使用{RUNNING_CHAT[store.source]}：{err}"
     return "已重新加载配置"
 
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_REPLY_CHARS else text[: MAX_REPLY_CHARS - 10] + "\n…（已截断）"
+
+
+async def notify_invalid_config(error: SettingsError) -> bool:
+    """Tell each superuser who is a friend of a bot, in private, that the file turned invalid.
+
+    Returns False while no bot is connected (try again later); superusers who are not friends
+    only get the log line.
+    """
+    bots = get_bots()
+    if not bots:
+        return False
+    superusers = get_driver().config.superusers
+    text = (
+        f"llm2pic 配置文件 {store.path.name} 有错误，正在使用{RUNNING_CHAT[store.source]}：{error}"
+    )
+    for bot in bots.values():
+        try:
+            friends = {str(friend["user_id"]) for friend in await bot.call_api("get_friend_list")}
+            for user_id in sorted(superusers & friends):
+                await bot.call_api("send_private_msg", user_id=int(user_id), message=_clip(text))
+        except Exception as err:  # one unreachable bot must not stop the others
+            logger.warning(f"llm2pic: could not tell superusers about the config error: {err}")
+    return True
+
+
+state.invalid_config_handlers.append(notify_invalid_config)
