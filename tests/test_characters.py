@@ -340,7 +340,7 @@ def test_store_checks_reference_paths(tmp_path: Path) -> None:
 
     config, data = roots(tmp_path)
     config.mkdir()
-    store = SettingsStore(config / "llm2pic.toml", data)
+    store = SettingsStore(config / "llm2pic.toml", data_dir=data)
     store.load()
     before = store.path.read_bytes()
     with pytest.raises(SettingsError):
