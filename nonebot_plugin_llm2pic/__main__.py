@@ -19,12 +19,13 @@ from .imaging import convert_image
 from .intent import aspect_hint
 from .persona_refs import inspect
 from .pipeline import DrawJob, DrawResult, Pipeline
-from .prompt_writer import LLM_BACKEND, probe_llm
+from .prompt_writer import LLM_BACKEND, probe_llm, probe_llm_vision
 from .settings import Settings
 from .settings_store import LAST_GOOD_NAME, SettingsStore
 from .transport import ProbeResult, new_session, run_probe
 
 LLM_ROW = "LLM"
+VISION_ROW = "vision"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +263,8 @@ def _probe(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Awa
     """The probe behind one row of the table (``LLM`` or a backend name); never raises."""
     if name == LLM_ROW:
         return run_probe(lambda: probe_llm(session, pipeline.settings()))
+    if name == VISION_ROW:
+        return run_probe(lambda: probe_llm_vision(session, pipeline.settings()))
     return run_probe(pipeline.backend(name).probe)
 
 
@@ -280,7 +283,7 @@ async def _probe_all(settings: Settings) -> list[tuple[str, str, str]]:
             status = ("ok" if result.ok else "FAILED") if counts else "unused"
             return label, status, result.detail.replace(f"绘图服务 {LLM_BACKEND}", "LLM")
 
-        rows = [row(LLM_ROW, LLM_ROW, settings.llm.configured)]
+        rows = [row(label, label, settings.llm.configured) for label in (LLM_ROW, VISION_ROW)]
         rows += [row(name, f"backend {name}", name in used) for name in settings.backends]
         return list(await asyncio.gather(*rows))
 

@@ -255,6 +255,33 @@ class ReferencesUnsupportedError(BackendError):
     template = "{who}不支持参考图，请只用文字描述"
 
 
+class VisionRefusedError(Llm2PicError):
+    """The LLM answered that it takes no images: a text-only model."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(
+            message,
+            user_message=f"提示词模型（LLM）{model} 不接受图片：请换一个能看图的模型，"
+            "或把 llm.vision 设为 auto 或 off",
+        )
+        self.model = model
+
+
+class RedrawError(Llm2PicError):
+    """A reference image was to be redrawn from the LLM's description, but the LLM saw nothing.
+
+    Raised when the backend cannot take references and no fallback backend can either, so
+    nothing is left that could use the picture.
+    """
+
+    def __init__(self, message: str, *, backend: str, reason: str) -> None:
+        super().__init__(
+            message,
+            user_message=f"绘图服务 {backend} 不支持参考图，提示词模型（LLM）也没能看图"
+            f"（{reason}），请只用文字描述",
+        )
+
+
 UnavailableReason = Literal["no_key", "bad_key", "bad_url", "unknown", "no_endpoint", "not_gradio"]
 
 

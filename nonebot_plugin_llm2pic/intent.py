@@ -181,8 +181,13 @@ _EDGE_SEP = re.compile(rf"^[{_SEP}]+|[{_SEP}]+$")
 
 
 _EDIT = re.compile(
-    r"(?:画|改|变|转|换|弄|p|修)\s*成|风格化|上色|make\s+(?:it|this)|turn\s+(?:it|this)\s+into",
+    r"(?:画|改|变|转|换|弄|p|修)\s*成|风格化|上色|make\s+(?:it|this)|turn\s+(?:it|this)\s+into"
+    rf"|(?:照着|(?:按照?|参考|仿照)\s*(?:这|那))[^{_SEP}]{{0,12}}?画",
     _F,
+)
+# With a picture: the bot is asked for one like it (「你也来一张这样的」).
+_SELFIE_LIKE = re.compile(
+    r"你(?!们)\s*也?\s*(?:来|画|拍|整|发)\s*(?:一|1)?\s*(?:张|个|下)?\s*(?:这样|这种|同款|一样)", _F
 )
 
 
@@ -190,13 +195,17 @@ def detect_intent(text: str, *, has_image: bool = False) -> Intent:
     """Classify one group message: draw / selfie / negative / none, explicit or weak.
 
     ``has_image``: the message carries or replies to an image, so an edit instruction such as
-    "画成动漫风格" / "make it anime" is an explicit request with that image as reference.
+    "画成动漫风格" / "make it anime" / "照着这张画…" is an explicit request with that image as
+    reference, and "你也来一张这样的" a selfie like it.
     """
     text = _normalize(text)
     if not text:
         return Intent("none", False, "")
-    if has_image and _first(_NEGATIVE, text) is None and _EDIT.search(text):
-        return Intent("draw", True, text)
+    if has_image and _first(_NEGATIVE, text) is None:
+        if _SELFIE_LIKE.search(text):
+            return Intent("selfie", True, text)
+        if _EDIT.search(text):
+            return Intent("draw", True, text)
     negative = _first(_NEGATIVE, text)
     selfie = _first(_SELFIE_EXPLICIT, text)
     draw, subject = _explicit_draw(text)
@@ -342,3 +351,11 @@ def style_hint(text: str) -> StyleHint | None:
         (m.start(), kind) for kind, pattern in _STYLES if (m := pattern.search(text))
     ]
     return max(hits)[1] if hits else None
+
+
+_POINTS_AT_PICTURE = re.compile(r"这张|那张|刚才的图|上面的图|这种|同款|照着")
+
+
+def points_at_picture(text: str) -> bool:
+    """Whether a request points at a picture in the chat (这张, 那张, 刚才的图, 同款, 照着…)."""
+    return bool(_POINTS_AT_PICTURE.search(_normalize(text)))

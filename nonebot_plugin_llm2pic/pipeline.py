@@ -2,10 +2,10 @@
 
 No NoneBot imports: the chat matchers and the CLI `draw` verb both run jobs through here.
 Routing: the prompt writer's judged style (or a selfie) picks `routing.anime` / `routing.real`,
-else `routing.default`; a request with reference images has its backend fixed before the LLM
-call (``reference_candidates``). On failure `routing.fallback` is tried in order, except after a
-content-policy refusal or when the user chose the backend with `-b`. `limits.job_timeout` bounds
-everything, reference downloads included.
+else `routing.default`; a request with reference images has its backend, and how the images are
+used, fixed before the LLM call (``reference_plan``). On failure `routing.fallback` is tried in
+order, except after a content-policy refusal or when the user chose the backend with `-b`.
+`limits.job_timeout` bounds everything, reference downloads included.
 
 A selfie brings the persona's reference images (``persona.reference_images``) when there are any:
 a backend that takes references gets them along and the prompt keeps that character; otherwise a
@@ -40,18 +40,30 @@ from .backends import (
 from .exceptions import (
     BackendError,
     BackendUnavailableError,
+    ContentPolicyError,
     JobTimeoutError,
+    Llm2PicError,
+    RedrawError,
     ReferenceImageError,
     ReferencesUnsupportedError,
+    VisionRefusedError,
 )
 from .history import HistoryEntry
 from .imaging import CropSpec, ProcessedImage, process_image_async, sniff_mime
 from .intent import style_hint
 from .limits import JobQueue, Ticket
 from .persona_refs import PersonaLooks, load_persona_images
-from .prompt_writer import describe_look, finalize_prompt, write_prompt
+from .prompt_writer import (
+    ReferenceUse,
+    WrittenPrompt,
+    describe_look,
+    finalize_prompt,
+    llm_sees_images,
+    write_prompt,
+)
 from .settings import Settings
 from .transport import RequestOptions, download
+from .vision import LabelledImage, images_for_llm
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)
@@ -143,39 +155,57 @@ def primary_backend(settings: Settings, *, selfie: bool, style: str | None = Non
     return routing.default
 
 
-def reference_candidates(job: DrawJob, settings: Settings) -> list[str]:
-    """Backends for a request with reference images, in order; fixed before the LLM call.
+@dataclass(frozen=True)
+class ReferencePlan:
+    """How a request's reference images are used, and the backends to try, in order."""
+
+    use: ReferenceUse
+    """``edit``: the backend receives the images; ``redraw``: the LLM describes them and the
+    backend draws that text alone."""
+    candidates: tuple[str, ...]
+
+
+def reference_plan(job: DrawJob, settings: Settings, *, sight: bool | None = None) -> ReferencePlan:
+    """How a request with reference images is drawn; fixed before the LLM call.
 
     The first choice is `-b NAME`, else for a selfie the selfie backend, else the style the
     request text names (动漫/二次元 → `routing.anime`, 写实/照片 → `routing.real`), else
-    `routing.default`. If it cannot take references, the `routing.fallback` backends that can
-    follow in order (they are also the fallbacks on failure); `-b` allows no other. Raises
-    ``ReferencesUnsupportedError`` when no candidate can take them. This is the one place that
-    decides how a request's images are used.
+    `routing.default`. If it takes references, it edits them (with the `routing.fallback`
+    backends that take them after it); else, when the LLM sees pictures (``sight``, by default
+    from the config and the models known to be text-only), the LLM redraws them there (any
+    fallback after it); else the fallbacks that take references edit them. `-b` allows no
+    other backend. Raises ``ReferencesUnsupportedError`` when nothing can use the images. This
+    is the one place that decides how a request's images are used.
     """
+    if sight is None:
+        sight = not job.raw and llm_sees_images(settings.llm)
     if job.backend:
         names = [job.backend]
     else:
         style = None if job.selfie else style_hint(job.text)
         first = primary_backend(settings, selfie=job.selfie, style=style)
         names = list(dict.fromkeys([first, *settings.routing.fallback]))
-    able = [n for n in names if n in settings.backends and settings.backends[n].supports_references]
+    able = tuple(
+        n for n in names if n in settings.backends and settings.backends[n].supports_references
+    )
+    if sight and names[0] not in able:
+        return ReferencePlan("redraw", tuple(names))
     if not able:
         raise ReferencesUnsupportedError(
             f"none of {names} takes reference images", backend=names[0]
         )
-    return able
+    return ReferencePlan("edit", able)
 
 
 def plan_backend(job: DrawJob, settings: Settings) -> str:
     """The backend a job queues on when accepted; raises the failures known in advance.
 
-    Known in advance: reference images that no candidate backend takes (routing names are
-    validated with the config, and `-b NAME` by the caller). The prompt writer's style may
-    still move a job without references to another backend (it then queues there).
+    Known in advance: reference images that nothing can use (routing names are validated with
+    the config, and `-b NAME` by the caller). The prompt writer's style may still move a job
+    without references to another backend (it then queues there).
     """
     if job.references:
-        return reference_candidates(job, settings)[0]
+        return reference_plan(job, settings).candidates[0]
     return job.backend or primary_backend(settings, selfie=job.selfie)
 
 
@@ -240,19 +270,22 @@ class Pipeline:
                 self.session, job.references, proxy=settings.plugin.download_proxy
             )
             timings["references"] = time.perf_counter() - started
+        plan = reference_plan(job, settings) if job.references else None
         started = time.perf_counter()
         persona_images, prompt_settings = await self._persona(job, settings)
-        prompt, style = await self._prompt(job, prompt_settings)
+        prompt, style, plan = await self._prompt(job, prompt_settings, references, plan)
         timings["prompt"] = time.perf_counter() - started
 
         request = GenerationRequest(
             prompt=prompt,
             negative_prompt=settings.generation.negative_prompt,
-            references=(references + persona_images)[:MAX_REFERENCES],
+            references=(
+                (references if plan is not None and plan.use == "edit" else ()) + persona_images
+            )[:MAX_REFERENCES],
             aspect=job.aspect,
         )
         started = time.perf_counter()
-        candidates = self._candidates(job, settings, style)
+        candidates = list(plan.candidates) if plan else self._candidates(job, settings, style)
         image = await self._first_success(
             candidates, request, ticket, settings, explicit=bool(job.backend)
         )
@@ -274,12 +307,55 @@ class Pipeline:
         timings["process"] = time.perf_counter() - started
         return DrawResult(processed, prompt, image.backend, image.seed, timings)
 
-    async def _prompt(self, job: DrawJob, settings: Settings) -> tuple[str, str | None]:
+    async def _prompt(
+        self,
+        job: DrawJob,
+        settings: Settings,
+        references: tuple[ReferenceImage, ...],
+        plan: ReferencePlan | None,
+    ) -> tuple[str, str | None, ReferencePlan | None]:
+        """The final prompt, the judged style, and the reference plan it was written for.
+
+        A redraw whose LLM could not see the pictures (a text-only model, or any failure) is
+        planned again without sight: a fallback backend that takes references edits them, else
+        the job fails with ``RedrawError``.
+        """
         custom = settings.generation.custom_prompt_add
         if job.raw:
-            return finalize_prompt(job.text, custom), None
-        style_of = settings.backends.get(plan_backend(job, settings))
-        written = await write_prompt(
+            return finalize_prompt(job.text, custom), None, plan
+        images: tuple[LabelledImage, ...] = ()
+        if llm_sees_images(settings.llm):
+            images = await images_for_llm(
+                self.session,
+                settings.llm,
+                references=[reference.data for reference in references],
+                request_text=job.text,
+                history=job.history,
+                skip_urls={source for source in job.references if isinstance(source, str)},
+                proxy=settings.plugin.download_proxy,
+            )
+        try:
+            written = await self._write(job, settings, plan, images)
+        except ContentPolicyError:
+            raise
+        except Llm2PicError as err:
+            if plan is None or plan.use != "redraw" or settings.llm.vision == "on":
+                raise
+            plan = self._sightless_plan(job, settings, plan, err)
+            written = await self._write(job, settings, plan, ())
+        return finalize_prompt(written.prompt, custom), written.style, plan
+
+    async def _write(
+        self,
+        job: DrawJob,
+        settings: Settings,
+        plan: ReferencePlan | None,
+        images: tuple[LabelledImage, ...],
+    ) -> WrittenPrompt:
+        style_of = settings.backends.get(
+            plan.candidates[0] if plan else plan_backend(job, settings)
+        )
+        return await write_prompt(
             self.session,
             settings,
             job.text,
@@ -287,8 +363,26 @@ class Pipeline:
             selfie=job.selfie,
             prompt_style=style_of.prompt_style if style_of else "natural",
             previous_prompt=job.previous_prompt,
+            use=plan.use if plan else None,
+            images=images,
         )
-        return finalize_prompt(written.prompt, custom), written.style
+
+    @staticmethod
+    def _sightless_plan(
+        job: DrawJob, settings: Settings, failed: ReferencePlan, err: Llm2PicError
+    ) -> ReferencePlan:
+        """The plan once a redraw's LLM saw nothing: edit on a fallback, else ``RedrawError``."""
+        try:
+            plan = reference_plan(job, settings, sight=False)
+        except ReferencesUnsupportedError:
+            reason = "模型不接受图片" if isinstance(err, VisionRefusedError) else err.user_message
+            raise RedrawError(
+                f"redraw impossible: {err}", backend=failed.candidates[0], reason=reason
+            ) from err
+        log.info(
+            "redraw on %s failed (%s); editing on %s", failed.candidates[0], err, plan.candidates[0]
+        )
+        return plan
 
     async def _persona(
         self, job: DrawJob, settings: Settings
@@ -313,7 +407,7 @@ class Pipeline:
             return images, _with_appearance(
                 settings, ", ".join(filter(None, [PERSONA_LOOK, appearance]))
             )
-        if appearance or not (settings.llm.configured and settings.llm.vision != "off"):
+        if appearance or not llm_sees_images(settings.llm):
             return (), settings
         look = await self.looks.describe(
             images, lambda found: describe_look(self.session, settings, found)
@@ -321,9 +415,7 @@ class Pipeline:
         return (), _with_appearance(settings, look) if look else settings
 
     def _candidates(self, job: DrawJob, settings: Settings, style: str | None) -> list[str]:
-        """Backends to try in order."""
-        if job.references:
-            return reference_candidates(job, settings)
+        """Backends to try in order (a request without references)."""
         if job.backend:
             return [job.backend]
         first = primary_backend(settings, selfie=job.selfie, style=style)

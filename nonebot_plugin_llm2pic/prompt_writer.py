@@ -12,6 +12,16 @@ the prompt (for a selfie: ``persona.appearance`` in a selfie template) and drawi
 There is at most one quick retry, and only for a dropped connection or a 5xx: a timeout has spent
 the budget already and a 429 asks for a wait the user should not sit through.
 
+Pictures: the request's reference images and, when the request points at one, recent chat
+pictures go along as image content parts, each labelled in the text before it (「参考图 1」,
+「群聊图片，来自 <昵称>」). With reference images the system prompt says how they are used: the
+backend takes them (``edit``: the LLM writes an edit instruction), or it cannot and the LLM
+describes what it sees so the prompt redraws it (``redraw``). ``llm.vision = "auto"`` treats a
+400/404/415/422 that names images as a text-only model: the call is repeated once without
+pictures and the model is remembered (``TEXT_ONLY_MODELS``) until restart; a redraw cannot do
+without sight, so it raises ``VisionRefusedError`` instead and the pipeline decides. ``on`` turns
+that answer into the job's error; ``off`` never sends pictures.
+
 The chat protocol itself (request body, JSON or SSE answers, in-band errors) is ``chat_api``'s.
 No NoneBot imports: the CLI ``draw``/``check`` verbs use this module too.
 """
@@ -19,12 +29,15 @@ No NoneBot imports: the CLI ``draw``/``check`` verbs use this module too.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from PIL import Image
 
 from .backends import ReferenceImage
 from .chat_api import (
@@ -43,12 +56,15 @@ from .exceptions import (
     BackendTimeoutError,
     ContentPolicyError,
     Llm2PicError,
+    ModelNotFoundError,
     StreamError,
+    UpstreamError,
+    VisionRefusedError,
 )
 from .history import HistoryEntry
 from .settings import LlmSection, PromptStyle, Settings, resolve_secret
 from .transport import ProbeResult, RequestOptions
-from .vision import prepare_image_async
+from .vision import LabelledImage, prepare_image_async
 
 if TYPE_CHECKING:
     import aiohttp  # imported lazily (transport.py says why)
@@ -56,6 +72,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("nonebot_plugin_llm2pic")
 
 Style = Literal["anime", "real"]
+ReferenceUse = Literal["edit", "redraw"]
+"""How a request's reference images are used: the backend edits them, or the LLM redraws them."""
 
 LLM_BACKEND = "llm"
 """Name of the prompt writer in errors and logs."""
@@ -84,6 +102,16 @@ SELFIE_TEMPLATE = (
     "natural smile, upper body, soft light, casual everyday background"
 )
 """Selfie prompt without an LLM; ``{appearance}`` is replaced (plain ``str.replace``)."""
+
+
+TEXT_ONLY_MODELS: set[tuple[str, str]] = set()
+"""``(base_url, model)`` of LLMs that refused pictures under ``vision = "auto"`` (until restart)."""
+
+VISION_REFUSAL_STATUSES = frozenset({400, 404, 415, 422})
+_IMAGE_WORDS = re.compile(r"image|vision|multi-?modal", re.IGNORECASE)
+
+PROBE_IMAGE_SIDE = 16
+PROBE_IMAGE_COLOUR = (220, 30, 30)
 
 
 @dataclass(frozen=True)
@@ -158,6 +186,37 @@ Decide whether the newest message asks the bot to draw, generate or send a pictu
 the bot counts). Talking about pictures, commenting on an image, or asking another person does \
 not count. Answer with one word: yes or no."""
 
+REFERENCE_INSTRUCTIONS: dict[ReferenceUse, str] = {
+    "edit": """\
+## Reference pictures
+The request comes with reference pictures (参考图 1, 2, …). The image generator receives them \
+together with your prompt and edits them. Write an edit instruction, not a description of a new \
+picture: say what to change (style, subject, clothing, scene, lighting…) and what to keep, e.g. \
+"Turn the reference image into an anime illustration, keeping the person's pose, clothing and \
+the background." Call them "the reference image" (or "reference image 2").""",
+    "redraw": """\
+## Reference pictures
+The request comes with reference pictures (参考图 1, 2, …). You can see them; the image \
+generator cannot: it draws from your prompt alone. Look closely and write a complete prompt that \
+redraws them as the request asks: the subject, its pose and expression, clothing and hair, every \
+main colour by name, the background and the composition, then the requested change or style \
+("画成动漫风" → an anime illustration of the same scene). When the request asks for a new \
+subject "in the style of" a picture, describe that style (medium, palette, lighting, line work) \
+and draw the requested subject in it. Never mention the reference picture in the prompt.""",
+}
+"""Added to the system prompt (built-in or ``llm.system_prompt``) for a request with references."""
+
+SELFIE_REFERENCE_INSTRUCTION = (
+    "In selfie mode the bot itself takes the place of the reference's subject: keep the pose, "
+    "framing, outfit style and mood of the reference picture, with the bot's own looks."
+)
+
+CHAT_PICTURES_INSTRUCTION = """\
+## Chat pictures
+Pictures labelled 群聊图片 were posted in the chat recently; the request may point at one \
+("this one", "the same kind"). Use one only when the request refers to it, and then describe what \
+you see in it: the image generator cannot see it."""
+
 _ABOUT_THE_BOT = re.compile(r"你(?!们)|\byou(?:rself|r)?\b|自己|自画像", re.IGNORECASE)
 
 
@@ -202,6 +261,8 @@ def _build_messages(
     selfie: bool,
     prompt_style: PromptStyle,
     previous_prompt: str = "",
+    use: ReferenceUse | None = None,
+    images: Sequence[LabelledImage] = (),
 ) -> tuple[ChatMessage, ...]:
     request = request_text.strip()
     # The request is usually also the newest chat line; show it once, as the request.
@@ -221,11 +282,30 @@ def _build_messages(
     parts += ["", "## Drawing request (this decides the subject)", request]
     if selfie:
         parts += ["", SELFIE_INSTRUCTION]
+    system = _system_prompt(settings, prompt_style, persona)
+    if use is not None:
+        system += "\n\n" + REFERENCE_INSTRUCTIONS[use]
+        if selfie:
+            system += "\n" + SELFIE_REFERENCE_INSTRUCTION
+        if not any(image.reference for image in images):
+            parts += ["", "(The reference pictures are not shown to you.)"]
+    if any(not image.reference for image in images):
+        system += "\n\n" + CHAT_PICTURES_INSTRUCTION
     parts += ["", "Answer with the JSON object only."]
-    return (
-        ChatMessage("system", _system_prompt(settings, prompt_style, persona)),
-        ChatMessage("user", "\n".join(parts)),
-    )
+    return (ChatMessage("system", system), _user_message("\n".join(parts), images))
+
+
+def _user_message(text: str, images: Sequence[LabelledImage]) -> ChatMessage:
+    """The text, then each picture after a text part holding its label."""
+    if not images:
+        return ChatMessage("user", text)
+    content: list[ContentPart] = [TextPart(text)]
+    for image in images:
+        content += [
+            TextPart(f"「{image.label}」"),
+            ImagePart(image.image.data_url, image.image.detail),
+        ]
+    return ChatMessage("user", tuple(content))
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -240,12 +320,19 @@ async def write_prompt(
     selfie: bool,
     prompt_style: PromptStyle,
     previous_prompt: str = "",
+    use: ReferenceUse | None = None,
+    images: Sequence[LabelledImage] = (),
 ) -> WrittenPrompt:
     """Turn a request into an English prompt; falls back instead of raising on LLM trouble.
 
     ``previous_prompt``: the request amends the picture made from it ("再来一张，但是要夜景").
+    ``use`` says how the request's reference images are used (None: it has none); ``images``
+    are the pictures the LLM sees, references first. A redraw needs the LLM's sight: then any
+    failure raises (``VisionRefusedError`` for a text-only model), since the request text alone
+    would draw something unrelated to the picture.
     """
     llm = settings.llm
+    redraw = use == "redraw"
     # Without the LLM an amendment is added to the old prompt.
     fallback_text = (
         f"{previous_prompt}, {request_text.strip()}" if previous_prompt else request_text
@@ -253,26 +340,59 @@ async def write_prompt(
     if not llm.configured:
         logger.debug("prompt writer: no [llm] configured, using the fallback prompt")
         return _fallback(settings, fallback_text, selfie=selfie)
-    messages = _build_messages(
-        settings,
-        request_text,
-        history,
-        selfie=selfie,
-        prompt_style=prompt_style,
-        previous_prompt=previous_prompt,
-    )
+
+    def build(shown: Sequence[LabelledImage]) -> tuple[ChatMessage, ...]:
+        return _build_messages(
+            settings,
+            request_text,
+            history,
+            selfie=selfie,
+            prompt_style=prompt_style,
+            previous_prompt=previous_prompt,
+            use=use,
+            images=shown,
+        )
+
     try:
-        raw = await _complete(session, llm, messages, temperature=llm.temperature)
-    except ContentPolicyError:
-        raise  # the request itself was refused: drawing it anyway would dodge the moderation
+        raw = await _complete_seeing(
+            session, llm, build, images, temperature=llm.temperature, need_sight=redraw
+        )
+    except (ContentPolicyError, VisionRefusedError):
+        raise  # a refused request must not be drawn anyway; a refused picture is the caller's
     except Llm2PicError as err:
+        if redraw:
+            raise
         logger.warning("prompt writer failed (%s); using the fallback prompt", err)
         return _fallback(settings, fallback_text, selfie=selfie)
     prompt, style = clean_output(raw)
     if not prompt:
+        if redraw:
+            raise UpstreamError(
+                "llm: no usable prompt for the redraw",
+                backend=LLM_BACKEND,
+                service="llm",
+                problem="malformed",
+            )
         logger.warning("prompt writer gave no usable prompt; using the fallback prompt")
         return _fallback(settings, fallback_text, selfie=selfie)
     return WrittenPrompt(prompt, style, "llm")
+
+
+def llm_sees_images(llm: LlmSection) -> bool:
+    """Whether pictures are sent to this LLM: configured, ``vision`` not off, not text-only."""
+    if not llm.configured or llm.vision == "off":
+        return False
+    return llm.vision == "on" or (llm.base_url, llm.model) not in TEXT_ONLY_MODELS
+
+
+def refuses_images(err: BackendError) -> bool:
+    """Whether an error answer means "this model takes no images" (not a typed failure)."""
+    return (
+        isinstance(err, BackendStatusError)
+        and not isinstance(err, (ContentPolicyError, ModelNotFoundError))
+        and err.status in VISION_REFUSAL_STATUSES
+        and bool(_IMAGE_WORDS.search(err.body))
+    )
 
 
 async def judge_intent(
@@ -280,22 +400,27 @@ async def judge_intent(
     settings: Settings,
     text: str,
     history: Sequence[HistoryEntry],
+    images: Sequence[LabelledImage] = (),
 ) -> bool:
-    """Ask the LLM whether an ambiguous message really wants a picture; False on any doubt."""
+    """Ask the LLM whether an ambiguous message really wants a picture; False on any doubt.
+
+    ``images``: the pictures the message carries or replies to (「你也来一张这样的」).
+    """
     llm = settings.llm
     if not llm.configured:
         return False
     chat = "\n".join(_chat_lines(settings, history)) or "(no recent messages)"
-    messages = (
-        ChatMessage("system", JUDGE_SYSTEM_PROMPT.replace("{name}", settings.persona.name)),
-        ChatMessage(
-            "user",
-            f"## Recent chat\n{chat}\n\n## Newest message\n{text.strip()}\n\n"
-            "Does the newest message ask the bot for a picture? Answer yes or no.",
-        ),
+    question = (
+        f"## Recent chat\n{chat}\n\n## Newest message\n{text.strip()}\n\n"
+        "Does the newest message ask the bot for a picture? Answer yes or no."
     )
+
+    def build(shown: Sequence[LabelledImage]) -> tuple[ChatMessage, ...]:
+        system = JUDGE_SYSTEM_PROMPT.replace("{name}", settings.persona.name)
+        return (ChatMessage("system", system), _user_message(question, shown))
+
     try:
-        raw = await _complete(session, llm, messages, temperature=0)
+        raw = await _complete_seeing(session, llm, build, images, temperature=0)
     except Llm2PicError as err:
         logger.warning("intent judge failed (%s); not drawing", err)
         return False
@@ -345,6 +470,37 @@ async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> Probe
         generation_path="chat/completions",
         empty_body={"model": llm.model, "messages": []},
     )
+
+
+async def probe_llm_vision(session: aiohttp.ClientSession, settings: Settings) -> ProbeResult:
+    """For ``check``: whether the LLM accepts a tiny test picture (labelled 「参考图 1」).
+
+    A text-only model is fine under ``auto`` (pictures are then not sent) and a
+    ``VisionRefusedError`` under ``on``; other failures raise their typed error. Nothing is
+    remembered: the probe teaches the running bot nothing.
+    """
+    llm = settings.llm
+    if not llm.configured:
+        return ProbeResult(ok=True, detail="no LLM configured: no pictures are sent")
+    if llm.vision == "off":
+        return ProbeResult(ok=True, detail="vision = off: no pictures are sent")
+    buffer = io.BytesIO()
+    Image.new("RGB", (PROBE_IMAGE_SIDE, PROBE_IMAGE_SIDE), PROBE_IMAGE_COLOUR).save(
+        buffer, format="PNG"
+    )
+    image = await prepare_image_async(buffer.getvalue(), detail="low", max_side=PROBE_IMAGE_SIDE)
+    question = "What colour is this picture? Answer with one English word."
+    messages = (_user_message(question, [LabelledImage("参考图 1", image)]),)
+    try:
+        answer = await _complete(session, llm, messages, temperature=0, max_tokens=20)
+    except BackendStatusError as err:
+        if not refuses_images(err):
+            raise
+        if llm.vision == "on":
+            raise VisionRefusedError(f"refused the test picture: {err}", model=llm.model) from err
+        return ProbeResult(ok=True, detail="text-only model: pictures will not be sent")
+    seen = " ".join(clean_output(answer)[0].split()[:4]) or "(empty)"
+    return ProbeResult(ok=True, detail=f"accepted a test picture (answered: {seen})")
 
 
 # --- output cleaning ----------------------------------------------------------------------------
@@ -521,10 +677,13 @@ async def _complete(
     messages: tuple[ChatMessage, ...],
     *,
     temperature: float,
+    max_tokens: int | None = None,
 ) -> str:
     """One chat completion within ``llm.timeout`` in total, with at most one quick retry."""
     opts = _options(llm, llm.timeout)
-    request = ChatRequest(llm.model, messages, stream=llm.stream, temperature=temperature)
+    request = ChatRequest(
+        llm.model, messages, stream=llm.stream, temperature=temperature, max_tokens=max_tokens
+    )
 
     async def attempts() -> str:
         try:
@@ -544,6 +703,36 @@ async def _complete(
             backend=LLM_BACKEND,
             service="llm",
         ) from err
+
+
+async def _complete_seeing(
+    session: aiohttp.ClientSession,
+    llm: LlmSection,
+    build: Callable[[Sequence[LabelledImage]], tuple[ChatMessage, ...]],
+    images: Sequence[LabelledImage],
+    *,
+    temperature: float,
+    need_sight: bool = False,
+) -> str:
+    """``_complete`` of ``build(images)``; a model that refuses pictures is handled per ``vision``.
+
+    ``auto``: it is remembered as text-only, and the call is repeated once without pictures
+    (``need_sight``: ``VisionRefusedError`` instead). ``on``: ``VisionRefusedError``.
+    """
+    shown = images if llm_sees_images(llm) else ()
+    try:
+        return await _complete(session, llm, build(shown), temperature=temperature)
+    except BackendStatusError as err:
+        if not shown or not refuses_images(err):
+            raise
+        if llm.vision == "auto" and (llm.base_url, llm.model) not in TEXT_ONLY_MODELS:
+            TEXT_ONLY_MODELS.add((llm.base_url, llm.model))
+            logger.info(
+                "LLM %s takes no pictures (%s); sending it text only from now on", llm.model, err
+            )
+        if llm.vision == "on" or need_sight:
+            raise VisionRefusedError(f"llm refused pictures: {err}", model=llm.model) from err
+    return await _complete(session, llm, build(()), temperature=temperature)
 
 
 def _worth_quick_retry(err: BackendError) -> bool:

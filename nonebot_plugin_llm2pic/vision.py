@@ -8,22 +8,31 @@ encode as JPEG, lowering the quality from 85 to 60 and then the size until the d
 never be sent as one. The async wrappers run it in the image worker thread, so the event loop
 never decodes pixels; ``fetch_vision_image`` downloads a chat picture first, with the same caps as
 reference images.
+
+``images_for_llm`` picks what the LLM sees for one request: its reference images first, labelled
+「参考图 N」, then, only when ``vision_chat_images > 0`` and the request points at a picture
+(这张, 同款, 照着…), the most recent pictures posted in the chat window, labelled 「群聊图片，来自
+<昵称>」: fetched only then, never stickers, an expired one skipped silently.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
 from .exceptions import BackendError, BackendStatusError, ImageError, ReferenceImageError
+from .history import HistoryEntry
 from .imaging import _decode, _flatten, _opaque, _open, sniff_mime
-from .settings import VisionDetail
+from .intent import points_at_picture
+from .settings import LlmSection, VisionDetail
 from .transport import RequestOptions, download
 from .worker import in_worker
 
@@ -44,6 +53,8 @@ JPEG_QUALITIES = (85, 75, 60)
 DOWNSCALE_STEP_MIN = 0.5
 DOWNSCALE_STEP_MAX = 0.9
 """Bounds of one shrink step once quality 60 still does not fit (at least 10 % smaller)."""
+
+logger = logging.getLogger("nonebot_plugin_llm2pic")
 
 NOT_AN_IMAGE_REPLY = "参考图不是有效的图片，请换一张"
 
@@ -74,6 +85,16 @@ class VisionImage:
     def content_part(self) -> dict[str, object]:
         """The OpenAI chat content part carrying this image."""
         return {"type": "image_url", "image_url": {"url": self.data_url, "detail": self.detail}}
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A picture for the LLM with the label the text gives it."""
+
+    label: str
+    image: VisionImage
+    reference: bool = True
+    """A reference image of the request (else a picture from the chat)."""
 
 
 def longest_side(detail: VisionDetail, max_side: int) -> int:
@@ -179,3 +200,66 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
 
 def _data_url_bytes(jpeg_bytes: int) -> int:
     return len(DATA_URL_PREFIX) + 4 * math.ceil(jpeg_bytes / 3)
+
+
+async def images_for_llm(
+    session: aiohttp.ClientSession,
+    llm: LlmSection,
+    *,
+    references: Sequence[bytes],
+    request_text: str,
+    history: Sequence[HistoryEntry],
+    skip_urls: Collection[str] = (),
+    proxy: str = "",
+) -> tuple[LabelledImage, ...]:
+    """What the LLM sees for one request: references, then chat pictures it points at.
+
+    At most ``llm.vision_max_images`` in all. A reference that is not an image raises
+    ``ReferenceImageError``; a chat picture that cannot be had is skipped. ``skip_urls``: chat
+    pictures that are references already (the replied-to one).
+    """
+    seen = [
+        LabelledImage(
+            f"参考图 {number}",
+            await prepare_image_async(data, detail=llm.vision_detail, max_side=llm.vision_max_side),
+        )
+        for number, data in enumerate(references[: llm.vision_max_images], 1)
+    ]
+    room = min(llm.vision_chat_images, llm.vision_max_images - len(seen))
+    if room > 0 and points_at_picture(request_text):
+        seen += await _chat_pictures(session, llm, history, room, skip_urls, proxy)
+    return tuple(seen)
+
+
+async def _chat_pictures(
+    session: aiohttp.ClientSession,
+    llm: LlmSection,
+    history: Sequence[HistoryEntry],
+    room: int,
+    skip_urls: Collection[str],
+    proxy: str,
+) -> list[LabelledImage]:
+    """Up to ``room`` of the newest posted pictures (no stickers), oldest first."""
+    found: list[LabelledImage] = []
+    posted = [
+        (entry.sender, image.url)
+        for entry in history
+        if not entry.is_bot
+        for image in entry.images
+        if image.sub_type == 0 and image.url not in skip_urls
+    ]
+    for sender, url in reversed(posted):
+        if len(found) >= room:
+            break
+        try:
+            image = await fetch_vision_image(
+                session, url, detail=llm.vision_detail, max_side=llm.vision_max_side, proxy=proxy
+            )
+        except ImageGoneError:
+            continue  # QQ's links expire; an old picture is simply not offered
+        except ReferenceImageError as err:
+            logger.info("chat picture skipped: %s", err)
+            continue
+        found.append(LabelledImage(f"群聊图片，来自 {sender}", image, reference=False))
+    found.reverse()
+    return found

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from nonebot_plugin_llm2pic.intent import Intent, aspect_hint, detect_intent
+from nonebot_plugin_llm2pic.intent import Intent, aspect_hint, detect_intent, points_at_picture
 
 DRAW, SELFIE, NEGATIVE, NONE = "draw", "selfie", "negative", "none"
 
@@ -187,6 +187,11 @@ def test_aspect_hint(text: str, aspect: str | None) -> None:
         ("画成动漫风格", False, "none"),
         ("别画成这样", True, "negative"),
         ("这张图真好看", True, "none"),
+        ("按这张图的风格画一只猫", True, "draw"),
+        ("照着这张画一个", True, "draw"),
+        ("按这张图的风格画一只猫", False, "none"),
+        ("你也来一张这样的", True, "selfie"),
+        ("你们也来一张这样的", True, "draw"),
     ],
 )
 def test_edit_instruction_with_image(text, has_image, kind):
@@ -194,3 +199,19 @@ def test_edit_instruction_with_image(text, has_image, kind):
     intent = detect_intent(text, has_image=has_image)
     assert intent.kind == kind
     assert intent.explicit == (kind != "none")
+
+
+@pytest.mark.parametrize(
+    ("text", "points"),
+    [
+        ("画一只这种颜色的猫", True),
+        ("照着刚才的图画", True),
+        ("来个同款", True),
+        ("上面的图再画一遍", True),
+        ("画一只猫", False),
+        ("这样画", False),
+    ],
+)
+def test_points_at_picture(text, points):
+    """Only words that point at a picture offer chat pictures to the LLM."""
+    assert points_at_picture(text) is points

@@ -14,6 +14,7 @@ import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonebot import logger, on_command, on_message
 from nonebot.adapters.onebot.v11 import (
@@ -34,17 +35,21 @@ from nonebot.typing import T_State
 from .. import state
 from ..backends import ReferenceImage
 from ..config import data_dir
-from ..exceptions import Llm2PicError
+from ..exceptions import Llm2PicError, ReferenceImageError
 from ..history import HistoryEntry
 from ..intent import aspect_hint, detect_intent
 from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
 from ..pipeline import DrawJob, DrawResult, ReferenceSource, plan_backend, save_result
-from ..prompt_writer import judge_intent
+from ..prompt_writer import judge_intent, llm_sees_images
 from ..recent import RecentPicture
 from ..settings import Settings
+from ..vision import LabelledImage, fetch_vision_image
 from ..worker import in_worker
 from .characters import avatars, replied_picture, with_own_avatar
 from .record import message_text, sending_picture
+
+if TYPE_CHECKING:
+    import aiohttp  # imported lazily (transport.py says why)
 
 IMAGE_SEND_TIMEOUT = 60.0
 IMAGE_SEND_TIMEOUT_PER_MB = 40.0
@@ -109,7 +114,9 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
         if not (settings.llm.judge_intent and settings.llm.configured):
             return False
         history = _history(event, settings)
-        if not await judge_intent(state.get_pipeline().session, settings, text, history):
+        session = state.get_pipeline().session
+        images = await _pictures_for_judge(session, event, settings)
+        if not await judge_intent(session, settings, text, history, images):
             return False
     matcher_state["intent"] = intent
     return True
@@ -123,6 +130,33 @@ def _strip_persona_name(text: str, name: str) -> tuple[str, bool]:
     if not name or not text.startswith(name):
         return text, False
     return text[len(name) :].lstrip(" ,，:：!！~～、"), True
+
+
+async def _pictures_for_judge(
+    session: aiohttp.ClientSession, event: MessageEvent, settings: Settings
+) -> tuple[LabelledImage, ...]:
+    """The pictures a message carries or replies to, for the intent judge; best effort."""
+    llm = settings.llm
+    if not llm_sees_images(llm):
+        return ()
+    urls = _image_urls(event.original_message)
+    if event.reply is not None:
+        urls += _image_urls(event.reply.message)
+    seen: list[LabelledImage] = []
+    for url in urls[: llm.vision_max_images]:
+        try:
+            image = await fetch_vision_image(
+                session,
+                url,
+                detail=llm.vision_detail,
+                max_side=llm.vision_max_side,
+                proxy=settings.plugin.download_proxy,
+            )
+        except ReferenceImageError as err:
+            logger.info(f"llm2pic: picture not shown to the intent judge: {err}")
+            continue
+        seen.append(LabelledImage(f"参考图 {len(seen) + 1}", image))
+    return tuple(seen)
 
 
 def _has_image(event: MessageEvent) -> bool:
