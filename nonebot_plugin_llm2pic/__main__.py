@@ -17,6 +17,7 @@ from .config import CONFIG_ENV, PLUGIN_NAME
 from .exceptions import Llm2PicError, SettingsError
 from .imaging import convert_image
 from .intent import aspect_hint
+from .persona_refs import inspect
 from .pipeline import Batch, DrawJob, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm, probe_llm_vision
 from .settings import Settings, routed_backends
@@ -113,7 +114,7 @@ def _open_store():
     logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
     nonebot.init(driver="~none")
     # The same last-good copy as the bot's: an edit here is what a broken file falls back to.
-    store = SettingsStore(resolve_config_path(), data_dir() / LAST_GOOD_NAME)
+    store = SettingsStore(resolve_config_path(), data_dir() / LAST_GOOD_NAME, data_dir=data_dir())
     store.load()  # creates the file from the example when missing, like the bot does
     return store
 
@@ -241,7 +242,7 @@ def _numbered(output: Path, index: int, count: int) -> Path:
 
 async def _draw_once(store: SettingsStore, args: argparse.Namespace) -> Batch:
     async with new_session() as session:
-        pipeline = Pipeline(session, lambda: store.settings)
+        pipeline = Pipeline(session, lambda: store.settings, roots=store.reference_roots)
         job = DrawJob(
             text=args.text,
             selfie=args.selfie,
@@ -262,11 +263,26 @@ def _check(args: argparse.Namespace) -> int:
     if store.last_error:
         return _fail(f"{store.path}: {store.last_error}")
     rows = [("config", "ok", str(store.path))]
+    rows += _persona_rows(store)
     rows += asyncio.run(_probe_all(store.settings))
     width = max(len(name) for name, _, _ in rows)
     for name, status, detail in rows:
         sys.stdout.write(f"{name:<{width}}  {status:<7}  {detail}\n")
     return 1 if any(status == "FAILED" for _, status, _ in rows) else 0
+
+
+def _persona_rows(store: SettingsStore) -> list[tuple[str, str, str]]:
+    """A row per persona reference image (never a failure: selfies do without them)."""
+    found = inspect(store.settings.persona.reference_images, store.reference_roots)
+    rows = []
+    for number, item in enumerate(found, start=1):
+        if item.path is None:
+            detail = f"{item.entry} (URL, fetched when a selfie is drawn)"
+        else:
+            size = f", {item.size} bytes" if item.size is not None else ""
+            detail = f"{item.path}{size}{f': {item.problem}' if item.problem else ''}"
+        rows.append((f"persona image {number}", "skipped" if item.problem else "ok", detail))
+    return rows
 
 
 def _probe(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Awaitable[ProbeResult]:

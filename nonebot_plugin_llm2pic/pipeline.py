@@ -6,6 +6,11 @@ else `routing.default`; a request with reference images has its backend, and how
 used, fixed before the LLM call (``reference_plan``). On failure `routing.fallback` is tried in
 order, except after a content-policy refusal or when the user chose the backend with `-b`.
 `limits.job_timeout` bounds everything, reference downloads included.
+
+A selfie brings the persona's reference images (``persona.reference_images``) when there are any:
+a backend that takes references gets them along and the prompt keeps that character; otherwise a
+vision LLM describes them once and the description stands in for an empty `persona.appearance`.
+They are context only: they never move a job to another backend and never refuse one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from .avatars import Avatar, fetch_avatar
 from .backends import (
     Aspect,
     BatchImageBackend,
@@ -48,9 +54,11 @@ from .history import HistoryEntry
 from .imaging import CropSpec, ProcessedImage, process_image_async, sniff_mime
 from .intent import style_hint
 from .limits import JobQueue, Ticket
+from .persona_refs import PersonaLooks, load_persona_images
 from .prompt_writer import (
     ReferenceUse,
     WrittenPrompt,
+    describe_look,
     finalize_prompt,
     llm_sees_images,
     write_prompt,
@@ -70,9 +78,12 @@ LATENCY_SAMPLES = 200
 """Latencies kept per backend for the median in `/llm2pic status`."""
 
 
-ReferenceSource = str | Path | ReferenceImage
-"""Where a reference image comes from: an http(s) URL (chat), a local file (the CLI only), or
-bytes already at hand (a picture the bot sent)."""
+ReferenceSource = str | Path | ReferenceImage | Avatar
+"""Where a reference image comes from: an http(s) URL (chat), a local file (the CLI only), bytes
+already at hand (a picture the bot sent), or a member's avatar."""
+
+PERSONA_LOOK = "the character shown in the reference images (same face, hair and outfit)"
+"""The selfie's look when the persona's reference images go along to the backend."""
 
 AGAIN_SEEDS = (1, 1_000_000)
 """Range of the fresh seed an "again" request draws with (Gradio apps cap seeds near here)."""
@@ -153,8 +164,8 @@ class BackendStats:
 
 
 def selfie_backend(settings: Settings) -> str:
-    """Where selfies go: the one place a `routing.selfie` key slots in ahead of anime."""
-    return settings.routing.anime or settings.routing.default
+    """Where selfies go: `routing.selfie`, else `routing.anime`, else `routing.default`."""
+    return settings.routing.selfie or settings.routing.anime or settings.routing.default
 
 
 def primary_backend(settings: Settings, *, selfie: bool, style: str | None = None) -> str:
@@ -231,10 +242,16 @@ class Pipeline:
         session: aiohttp.ClientSession,
         settings: Callable[[], Settings],
         queue: JobQueue | None = None,
+        *,
+        roots: tuple[Path, ...] = (),
+        looks: PersonaLooks | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.queue = queue or JobQueue()
+        self.roots = roots
+        """Config folder first, then the data dir: where persona reference files may live."""
+        self.looks = looks or PersonaLooks(None)
         self.stats = BackendStats()
         self._backends: dict[str, tuple[object, ImageBackend]] = {}
         self._batch_ok: dict[str, bool] = {}
@@ -299,16 +316,19 @@ class Pipeline:
             timings["references"] = time.perf_counter() - started
         plan = reference_plan(job, settings) if job.references else None
         started = time.perf_counter()
+        persona_images, prompt_settings = await self._persona(job, settings)
         if job.prompt is not None:
             prompt, style = job.prompt, job.style
         else:
-            prompt, style, plan = await self._prompt(job, settings, references, plan)
+            prompt, style, plan = await self._prompt(job, prompt_settings, references, plan)
         timings["prompt"] = time.perf_counter() - started
 
         request = GenerationRequest(
             prompt=prompt,
             negative_prompt=settings.generation.negative_prompt,
-            references=references if plan is not None and plan.use == "edit" else (),
+            references=(
+                (references if plan is not None and plan.use == "edit" else ()) + persona_images
+            )[:MAX_REFERENCES],
             aspect=job.aspect,
         )
         started = time.perf_counter()
@@ -504,6 +524,36 @@ class Pipeline:
         )
         return plan
 
+    async def _persona(
+        self, job: DrawJob, settings: Settings
+    ) -> tuple[tuple[ReferenceImage, ...], Settings]:
+        """A selfie's persona images to send along, and the settings the prompt is written with.
+
+        The backend takes references: the images go along and the look names them. Otherwise,
+        with `persona.appearance` empty and an LLM that may see images, their cached
+        description becomes the look. Unreadable images are skipped (logged), never an error.
+        """
+        persona = settings.persona
+        if not (job.selfie and persona.reference_images and not job.raw):
+            return (), settings
+        images = await load_persona_images(
+            self.session, persona.reference_images, self.roots, proxy=settings.plugin.download_proxy
+        )
+        if not images:
+            return (), settings
+        backend = settings.backends.get(plan_backend(job, settings))
+        appearance = persona.appearance.strip()
+        if backend is not None and backend.supports_references:
+            return images, _with_appearance(
+                settings, ", ".join(filter(None, [PERSONA_LOOK, appearance]))
+            )
+        if appearance or not llm_sees_images(settings.llm):
+            return (), settings
+        look = await self.looks.describe(
+            images, lambda found: describe_look(self.session, settings, found)
+        )
+        return (), _with_appearance(settings, look) if look else settings
+
     def _candidates(self, job: DrawJob, settings: Settings, style: str | None) -> list[str]:
         """Backends to try in order (a request without references)."""
         if job.backend:
@@ -535,6 +585,9 @@ class Pipeline:
     ) -> GeneratedImage:
         """One picture from one backend, its own retries included, holding a slot there."""
         backend = self.backend(name)
+        backend_settings = settings.backends.get(name)
+        if request.references and not (backend_settings and backend_settings.supports_references):
+            request = replace(request, references=())  # only a selfie's optional persona images
         return await self._in_slot(name, ticket, settings, lambda: backend.generate(request))
 
     async def _in_slot(
@@ -578,6 +631,9 @@ async def fetch_references(
         if isinstance(source, ReferenceImage):
             references.append(source)
             continue
+        if isinstance(source, Avatar):
+            references.append(await fetch_avatar(session, source, replace(options, backend="头像")))
+            continue
         if isinstance(source, Path):
             data = await asyncio.to_thread(_read_reference_file, source)
         else:
@@ -608,6 +664,12 @@ def _read_reference_file(path: Path) -> bytes:
             user_message="参考图太大了",
         )
     return data
+
+
+def _with_appearance(settings: Settings, appearance: str) -> Settings:
+    """``settings`` with another `persona.appearance` (for writing one prompt)."""
+    persona = settings.persona.model_copy(update={"appearance": appearance})
+    return settings.model_copy(update={"persona": persona})
 
 
 _saved_counter = itertools.count()

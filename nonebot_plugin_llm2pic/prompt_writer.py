@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
+from .backends import ReferenceImage
 from .chat_api import (
     ChatMessage,
     ChatRequest,
@@ -170,6 +171,13 @@ SELFIE_INSTRUCTION = (
     "Selfie mode: draw the bot itself (its appearance above) taking a selfie with a "
     "front-facing phone camera, looking at the camera with a natural expression, in a scene "
     "that fits the request and the recent chat."
+)
+
+LOOK_INSTRUCTION = (
+    "These reference images show one character: the bot whose selfies an image generator will "
+    "draw. Describe the character's look so that it can be drawn the same way every time: "
+    "face, hair, eyes, build, usual clothing and accessories, and the art style. English, one "
+    "line of comma-separated phrases, at most 60 words; no background, pose or scene."
 )
 
 JUDGE_SYSTEM_PROMPT = """\
@@ -338,6 +346,7 @@ async def write_prompt(
 ) -> WrittenPrompt:
     """Turn a request into an English prompt; falls back instead of raising on LLM trouble.
 
+    ``previous_prompt``: the request amends the picture made from it ("再来一张，但是要夜景").
     ``use`` says how the request's reference images are used (None: it has none); ``images``
     are the pictures the LLM sees, references first. A redraw needs the LLM's sight: then any
     failure raises (``VisionRefusedError`` for a text-only model), since the request text alone
@@ -439,6 +448,26 @@ async def judge_intent(
         return False
     answer, _ = clean_output(raw)
     return answer.lower().lstrip("*\"' ").startswith(("yes", "是", "true"))
+
+
+async def describe_look(
+    session: aiohttp.ClientSession, settings: Settings, images: Sequence[ReferenceImage]
+) -> str:
+    """Ask the vision LLM for the look of the character in ``images`` (English, one line).
+
+    Used once per set of persona reference images, so that a backend that takes no images can
+    still draw the same face; raises an ``Llm2PicError`` when the LLM cannot do it.
+    """
+    llm = settings.llm
+    parts: list[ContentPart] = [TextPart(LOOK_INSTRUCTION)]
+    for number, image in enumerate(images[: llm.vision_max_images], start=1):
+        prepared = await prepare_image_async(
+            image.data, detail=llm.vision_detail, max_side=llm.vision_max_side
+        )
+        parts += [TextPart(f"参考图 {number}"), ImagePart(prepared.data_url, llm.vision_detail)]
+    messages = (ChatMessage("user", tuple(parts)),)
+    look, _ = clean_output(await _complete(session, llm, messages, temperature=0))
+    return look
 
 
 async def probe_llm(session: aiohttp.ClientSession, settings: Settings) -> ProbeResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,9 +32,12 @@ from .exceptions import SettingsError
 PromptStyle = Literal["natural", "tags"]
 CropPosition = Literal["top", "bottom", "left", "right"]
 MultiImage = Literal["message", "forward"]
+AvatarSubjects = Literal["self", "members", "off"]
 VisionMode = Literal["auto", "on", "off"]
 VisionDetail = Literal["low", "high", "auto"]
 SendFormat = Literal["auto", "original", "jpeg", "png"]
+
+DEFAULT_AVATAR_URL = "https://q1.qlogo.cn/g?b=qq&nk={user_id}&s=640"
 
 SECRET_KEYS = frozenset({"api_key", "token"})
 """Field names whose values are secrets: masked on output, settable only in private."""
@@ -104,12 +109,33 @@ class PluginSection(_Section):
     download_proxy: HttpUrl = ""
     groups_default: Literal["on", "off"] = "on"
     """``off`` = whitelist mode: a group draws only once a superuser switched it on."""
+    avatar_url: HttpUrl = DEFAULT_AVATAR_URL
+    avatar_subjects: AvatarSubjects = "self"
+
+    @field_validator("avatar_url")
+    @classmethod
+    def _check_avatar_url(cls, value: str) -> str:
+        if "{user_id}" not in value:
+            raise ValueError(f"必须包含 {{user_id}}（换成 QQ 号），收到 {value!r}")
+        return value
 
 
 class PersonaSection(_Section):
     name: str = "小画"
     description: str = ""
     appearance: str = ""
+    reference_images: list[str] = []
+    """Image files (relative to the config file) or http(s) URLs showing the bot's look."""
+
+    @field_validator("reference_images")
+    @classmethod
+    def _check_reference_images(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        roots = (info.context or {}).get(REFERENCE_ROOTS_CONTEXT)
+        for entry in value:
+            problem = reference_problem(entry, roots)
+            if problem:
+                raise ValueError(f"{entry!r}{problem}")
+        return value
 
 
 class LlmSection(_Section):
@@ -141,6 +167,7 @@ class RoutingSection(_Section):
     fallback: list[str] = []
     anime: str = ""
     real: str = ""
+    selfie: str = ""
 
 
 class GenerationSection(_Section):
@@ -306,6 +333,7 @@ class Settings(_Section):
             "routing.default": [self.routing.default],
             "routing.anime": [self.routing.anime] if self.routing.anime else [],
             "routing.real": [self.routing.real] if self.routing.real else [],
+            "routing.selfie": [self.routing.selfie] if self.routing.selfie else [],
             "routing.fallback": self.routing.fallback,
         }
         for key, values in routed.items():
@@ -469,10 +497,16 @@ def _group_settings(settings: Settings, group_id: str, table: dict[str, Any]) ->
 _SETTINGS_ADAPTER = TypeAdapter(Settings)
 
 
-def parse_settings(data: dict[str, Any]) -> Settings:
-    """Validate a plain TOML dict; raise ``SettingsError`` naming the first bad key."""
+def parse_settings(data: dict[str, Any], roots: tuple[Path, ...] | None = None) -> Settings:
+    """Validate a plain TOML dict; raise ``SettingsError`` naming the first bad key.
+
+    ``roots``: the config file's folder first, then the other folders reference image files may
+    live in (the data dir); given, relative file entries are resolved against the first and must
+    land inside one of them.
+    """
+    context = {REFERENCE_ROOTS_CONTEXT: roots} if roots else None
     try:
-        return _SETTINGS_ADAPTER.validate_python(data)
+        return _SETTINGS_ADAPTER.validate_python(data, context=context)
     except ValidationError as err:
         raise settings_error_from(err) from None
 
@@ -557,6 +591,35 @@ def settings_error_from(err: ValidationError, *, prefix: str = "") -> SettingsEr
         lines = [f"{prefix}.{line}" for line in lines]
         first_key = f"{prefix}.{first_key}"
     return SettingsError("；".join(lines), key=first_key)
+
+
+REFERENCE_ROOTS_CONTEXT = "reference_roots"
+
+
+def is_url(entry: str) -> bool:
+    """A ``persona.reference_images`` entry given as an http(s) URL."""
+    return entry.startswith(("http://", "https://"))
+
+
+def resolve_reference(entry: str, roots: tuple[Path, ...]) -> Path:
+    """A file entry of ``persona.reference_images`` as an absolute path (``roots[0]`` = base)."""
+    return (roots[0] / Path(entry).expanduser()).resolve()
+
+
+def reference_problem(entry: str, roots: tuple[Path, ...] | None) -> str:
+    """Why an entry cannot be a reference image ("" when it can); paths checked given roots."""
+    if is_url(entry):
+        return ""
+    if not entry.strip():
+        return "是空的"
+    if "://" in entry or entry.lower().startswith(("data:", "file:")):
+        return "不是图片文件，也不是 http(s) 链接"
+    if roots is None:
+        return ""
+    path = resolve_reference(entry, roots)
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
+        return "不在配置文件所在的文件夹或插件数据目录内"
+    return ""
 
 
 def _short(value: Any, limit: int = 60) -> str:

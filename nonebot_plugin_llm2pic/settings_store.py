@@ -124,10 +124,14 @@ class EditResult:
 class SettingsStore:
     """Owns the path, the live ``Settings`` and the lock every edit takes."""
 
-    def __init__(self, path: Path, last_good: Path | None = None) -> None:
+    def __init__(
+        self, path: Path, last_good: Path | None = None, *, data_dir: Path | None = None
+    ) -> None:
         self.path = path
         self.last_good = last_good
         """Where the last valid content is kept (None: only in memory)."""
+        self.data_dir = data_dir
+        """Where else reference image files may live besides the config file's folder."""
         self.settings = Settings()
         self.source: Source = "defaults"
         self.last_error: SettingsError | None = None
@@ -185,6 +189,11 @@ class SettingsStore:
             return False
         log.info("config %s changed on disk, reloaded", self.path)
         return True
+
+    @property
+    def reference_roots(self) -> tuple[Path, ...]:
+        """Folders persona reference files may live in; relative entries start at the first."""
+        return (self.path.parent, *([self.data_dir] if self.data_dir else []))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -374,7 +383,8 @@ class SettingsStore:
         if mtime is None:
             raise SettingsError(f"{self.path} 不存在（被删除了？）")
         document = self._read_document()
-        return parse_settings(document.unwrap()), mtime, tomlkit.dumps(document)
+        settings = parse_settings(document.unwrap(), self.reference_roots)
+        return settings, mtime, tomlkit.dumps(document)
 
     def _apply(self, parsed: tuple[Settings, int | None, str]) -> None:
         self.settings, self._mtime_ns, text = parsed
@@ -422,7 +432,7 @@ class SettingsStore:
             return None
 
     def _commit(self, document: tomlkit.TOMLDocument, key: str, value: Any) -> EditResult:
-        settings = parse_settings(document.unwrap())
+        settings = parse_settings(document.unwrap(), self.reference_roots)
         text = tomlkit.dumps(document)
         try:
             atomic_write(self.path, text)

@@ -18,6 +18,7 @@ from .config import Config, data_dir, resolve_config_path
 from .exceptions import SettingsError
 from .history import History
 from .limits import JobQueue, QuotaStore, RateLimiter
+from .persona_refs import LOOKS_FILENAME, PersonaLooks
 from .pipeline import Pipeline
 from .recent import RecentPictures
 from .settings_store import LAST_GOOD_NAME, RUNNING_LOG, SettingsStore
@@ -26,7 +27,9 @@ from .transport import new_session
 plugin_config = get_plugin_config(Config)
 
 store = SettingsStore(
-    resolve_config_path(plugin_config.llm2pic_config), data_dir() / LAST_GOOD_NAME
+    resolve_config_path(plugin_config.llm2pic_config),
+    data_dir() / LAST_GOOD_NAME,
+    data_dir=data_dir(),
 )
 store.load()
 if store.last_error:
@@ -75,7 +78,13 @@ _watcher: asyncio.Task[None] | None = None
 async def _open() -> None:
     global pipeline, _watcher
     await quota.open()
-    pipeline = Pipeline(new_session(), lambda: store.settings, queue)
+    pipeline = Pipeline(
+        new_session(),
+        lambda: store.settings,
+        queue,
+        roots=store.reference_roots,
+        looks=PersonaLooks(data_dir() / LOOKS_FILENAME),
+    )
     if watch_config:
         _watcher = asyncio.create_task(_watch_config())
 

@@ -97,6 +97,15 @@ def inline_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(state, "recent", RecentPictures())
 
 
+@pytest.fixture(autouse=True)
+def _no_recent_pictures() -> None:
+    """Each test starts without the pictures the bot sent in earlier ones (message ids repeat)."""
+    from nonebot_plugin_llm2pic import state
+    from nonebot_plugin_llm2pic.recent import RecentPictures
+
+    state.recent = RecentPictures()
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """The plugin's own kind of HTTP session, closed after the test."""

@@ -24,6 +24,7 @@ from ..limits import quota_day
 from ..settings import effective, switched_off
 from ..settings_store import RUNNING_CHAT, is_secret_key
 from ..state import store
+from .persona_admin import persona_command
 from .usage import ADMIN_HELP
 
 USAGE = (
@@ -103,6 +104,8 @@ async def handle_admin(bot: Bot, event: Event, matcher: Matcher, arg: Message = 
             reply = await _status(group_id)
         case "help":
             reply = ADMIN_HELP
+        case "persona":
+            reply = await persona_command(bot, event, rest)
         case _:
             reply = USAGE
     await matcher.finish(_clip(reply))

@@ -41,12 +41,13 @@ from ..exceptions import Llm2PicError, ReferenceImageError
 from ..history import HistoryEntry
 from ..intent import Intent, aspect_hint, detect_intent, picture_count
 from ..limits import AdmissionLimits, Refusal, Reservation, Ticket, admit
-from ..pipeline import Batch, DrawJob, DrawResult, plan_backend, save_result
+from ..pipeline import Batch, DrawJob, DrawResult, ReferenceSource, plan_backend, save_result
 from ..prompt_writer import judge_intent, llm_sees_images
 from ..recent import RecentPicture
 from ..settings import Settings, effective, switched_off
 from ..vision import LabelledImage, fetch_vision_image
 from ..worker import in_worker
+from .characters import avatars, replied_picture, with_own_avatar
 from .recall import recall_later
 from .record import message_text, sending_picture
 from .usage import left_text, pic_help, pictures_left
@@ -129,14 +130,16 @@ async def _natural_rule(bot: Bot, event: GroupMessageEvent, matcher_state: T_Sta
         return False
     settings = _settings_for(event)
     text, by_name = _strip_persona_name(event.get_plaintext().strip(), settings.persona.name)
-    intent = detect_intent(text, has_image=_has_image(event))
+    subjects = avatars(event, settings, text, in_request=False)
+    intent = detect_intent(text, has_image=_has_image(event) or bool(subjects))
+    intent = with_own_avatar(intent, text, settings)
     if intent.kind == "draw" and not settings.plugin.natural_language:
         return False
     if intent.kind == "selfie" and not settings.plugin.selfie:
         return False
     if intent.kind not in ("draw", "selfie"):
         return False
-    addressed = event.is_tome() or by_name or _replied_picture(event) is not None
+    addressed = event.is_tome() or by_name or replied_picture(event) is not None
     if settings.plugin.require_mention and not addressed:
         return False
     if not intent.explicit and not addressed:
@@ -159,19 +162,6 @@ def _strip_persona_name(text: str, name: str) -> tuple[str, bool]:
     if not name or not text.startswith(name):
         return text, False
     return text[len(name) :].lstrip(" ,，:：!！~～、"), True
-
-
-def _reply_id(event: MessageEvent) -> str | None:
-    """The id of the message this one replies to, if any."""
-    if event.reply is not None:
-        return str(event.reply.message_id)
-    return next((str(s.data["id"]) for s in event.original_message if s.type == "reply"), None)
-
-
-def _replied_picture(event: MessageEvent) -> RecentPicture | None:
-    """The bot's picture this message replies to, if it is still kept."""
-    reply_id = _reply_id(event)
-    return state.recent.by_message(_group_of(event), reply_id) if reply_id else None
 
 
 async def _pictures_for_judge(
@@ -284,7 +274,7 @@ def _again_source(event: MessageEvent) -> RecentPicture | None:
     """The picture "再来一张" redraws: the replied one, the user's own recent one, the group's."""
     group_id = _group_of(event)
     return (
-        _replied_picture(event)
+        replied_picture(event)
         or state.recent.last_by_user(group_id, event.get_user_id(), AGAIN_WINDOW)
         or state.recent.last_in_group(group_id)
     )
@@ -362,13 +352,17 @@ def _history(event: MessageEvent, settings: Settings) -> tuple[HistoryEntry, ...
 async def _with_references(
     bot: Bot, event: MessageEvent, job: DrawJob, *, natural: bool
 ) -> Request:
-    """Add the reference image URLs of the message and of the message it replies to."""
-    urls: list[str | ReferenceImage] = [*_image_urls(event.original_message)]
+    """Add the reference images of the message, of the message it replies to, and avatars.
+
+    A reply to one of the bot's recent pictures uses the kept picture and its prompt.
+    """
+    urls: list[ReferenceSource] = [*_image_urls(event.original_message)]
     unreadable = False
     reply = event.reply
-    replied = _replied_picture(event)
-    if replied is not None:  # our own picture: its bytes are at hand, get_msg may fail
-        urls.append(ReferenceImage(replied.image, replied.mime))
+    picture = replied_picture(event)
+    if picture is not None:
+        urls.append(ReferenceImage(data=picture.image, mime=picture.mime))
+        job = replace(job, previous_prompt=picture.prompt)
     elif reply is None and any(seg.type == "reply" for seg in event.original_message):
         reply_id = next(seg.data["id"] for seg in event.original_message if seg.type == "reply")
         try:  # the adapter's own get_msg failed or was skipped: try once more
@@ -378,6 +372,7 @@ async def _with_references(
             unreadable = True
     elif reply is not None:
         urls += _image_urls(reply.message)
+    urls += avatars(event, state.store.settings, event.get_plaintext(), in_request=True)
     return Request(
         job=replace(job, references=tuple(urls)),
         natural=natural,
