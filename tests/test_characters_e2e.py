@@ -194,6 +194,6 @@ async def test_text_only_selfies_carry_one_cached_description(tmp_path: Path, up
     assert [[image.colour for image in call.images] for call in described] == [["red"]]
     writes = [call for call in llm.calls if not call.images]
     assert len(writes) == 2
-    assert all("Appearance: a red picture" in call.text for call in writes)
+    assert all('appearance: "a red picture' in call.text for call in writes)
     [cache] = tmp_path.rglob("persona_looks.json")
     assert "a red picture" in cache.read_text("utf-8")

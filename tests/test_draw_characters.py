@@ -260,12 +260,14 @@ async def test_reply_to_bot_picture_edits_it_without_get_msg(app: App, upstream:
 
 
 async def test_redraw_request_on_bot_picture(app: App, upstream: FakeOpenAI):
-    """「这张再画一次」 replying to the bot's picture draws again from it."""
+    """「这张再画一次」 replying to the bot's picture draws it again from the prompt that made it."""
     user = new_user()
     await draws(app, group_message("画一只橘猫", user_id=user), upstream, message_id=9101)
+    first = upstream.requests[-1].json["prompt"]
     message = at_request(MessageSegment.reply(9101), "这张再画一次")
     await draws(app, group_message(message, user_id=user), upstream, message_id=9102)
-    assert sent_images(upstream) == [upstream.image]
+    again = upstream.requests[-1]
+    assert (again.path, again.json["prompt"]) == ("/v1/images/generations", first)
 
 
 async def test_reply_to_unknown_message_still_unreadable(app: App, upstream: FakeOpenAI):

@@ -132,7 +132,7 @@ async def test_text_only_selfies_describe_persona_once(
     assert [[image.colour for image in call.images] for call in described] == [["red", "blue"]]
     writes = [call for call in llm.calls if not call.images]
     assert len(writes) == 2
-    assert all("Appearance: a red picture, a blue picture" in call.text for call in writes)
+    assert all('appearance: "a red picture, a blue picture"' in call.text for call in writes)
     assert llm.violations == []
 
 
