@@ -260,7 +260,7 @@ async def test_reply_to_bot_picture_edits_it_without_get_msg(app: App, upstream:
 
 
 async def test_redraw_request_on_bot_picture(app: App, upstream: FakeOpenAI):
-    """「这张再画一次」 replying to the bot's picture draws it again from the prompt that made it."""
+    """「这张再画一次」 replying to the bot's picture draws it again from its prompt."""
     user = new_user()
     await draws(app, group_message("画一只橘猫", user_id=user), upstream, message_id=9101)
     first = upstream.requests[-1].json["prompt"]
