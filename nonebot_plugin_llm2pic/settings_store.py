@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import tomlkit
 from pydantic import BaseModel
@@ -459,12 +460,17 @@ def _is_str_literal(annotation: Any) -> bool:
 
 
 def _type_name(annotation: Any) -> str:
-    names = {int: "整数", float: "数字", bool: " true 或 false", dict: "表"}
-    if annotation in names:
-        return names[annotation]
-    if get_origin(annotation) is list:
-        return '列表，如 ["a", "b"]'
-    return str(annotation).replace("typing.", "")
+    """The expected type in words (``list[Any] | None`` is a list, ``dict[str, Any]`` a table)."""
+    names = {
+        int: "整数",
+        float: "数字",
+        bool: " true 或 false",
+        dict: "表",
+        list: '列表，如 ["a", "b"]',
+    }
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    return names.get(get_origin(annotation) or annotation, str(annotation).replace("typing.", ""))
 
 
 def _hint(key: str, settings: Settings) -> str:
