@@ -20,7 +20,7 @@ from .intent import aspect_hint
 from .pipeline import DrawJob, DrawResult, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm
 from .settings import Settings
-from .settings_store import LAST_GOOD_NAME, SettingsStore
+from .settings_store import LAST_GOOD_NAME, SettingsStore, toml_value
 from .transport import ProbeResult, new_session, run_probe
 
 LLM_ROW = "LLM"
@@ -283,7 +283,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _config_get(args: argparse.Namespace) -> int:
     def read(store: SettingsStore) -> str:
         value = store.get(args.key)
-        return store.show(args.key) if isinstance(value, dict) else repr(value)
+        return store.show(args.key) if isinstance(value, dict) else toml_value(value)
 
     return _config_read(read)
 
@@ -318,7 +318,7 @@ def _config_write(edit) -> int:
     if result.value is None:
         change = f"removed {result.key}"
     else:
-        change = f"{result.key} = {result.value!r}"
+        change = f"{result.key} = {toml_value(result.value)}"
     restart = " (restart the bot to apply)" if result.needs_restart else ""
     sys.stdout.write(f"{change}{restart}\nwrote {store.path}\n")
     return 0

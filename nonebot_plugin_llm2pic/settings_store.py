@@ -203,7 +203,7 @@ class SettingsStore:
             document = tomlkit.document()
             document.update(data)
             return tomlkit.dumps(document).strip()
-        return f"{section} = {tomlkit.item(data).as_string()}"
+        return f"{section} = {toml_value(data)}"
 
     # -- editing ---------------------------------------------------------------------------
 
@@ -347,6 +347,17 @@ def parse_document(text: str, name: str) -> tomlkit.TOMLDocument:
         ) from err
     except TOMLKitError as err:
         raise SettingsError(f"{name} 不是有效的 TOML：{err}") from err
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML text (``true``, ``"小画"``, ``{type = "gradio"}``) that `set` takes back."""
+    if value is None:
+        return "（未设置）"
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        table.update(value)
+        return table.as_string()
+    return tomlkit.item(value).as_string()
 
 
 def mask_tree(value: Any, key: str) -> Any:

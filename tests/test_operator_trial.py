@@ -1,0 +1,65 @@
+"""Rough edges met by trying the plugin as a new operator: each step as it was run (CLI
+subprocess or chat command), failing before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomlkit
+from nonebug import App
+
+from .test_admin import ADMIN, run_admin
+from .test_operator_config import cli
+from .utils import private_message
+
+# -- wrong types are named in Chinese, never as Python types ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("backends.openai.extra_body", "应为表"),
+        ("backends.zimage.inputs", "应为列表"),
+    ],
+)
+async def test_cli_wrong_type_named_in_chinese(tmp_path: Path, key: str, expected: str):
+    """`config set <table or optional list key> abc` names the type in Chinese, not Python's."""
+    code, _, err = await cli(tmp_path, "config", "set", key, "abc")
+    assert code == 1
+    assert expected in err
+    assert "[" not in err.split("应为", 1)[1].split("，", 1)[0]  # no dict[str, Any] / list[Any]
+
+
+# -- values are shown as TOML, so what `get` prints can be typed back -------------------------
+
+
+async def test_cli_get_prints_toml(tmp_path: Path):
+    """`config get plugin.enabled` prints `true`, the form `config set` takes back."""
+    code, out, err = await cli(tmp_path, "config", "get", "plugin.enabled")
+    assert code == 0, err
+    assert out == "true\n"
+    code, _, err = await cli(tmp_path, "config", "set", "plugin.enabled", out.strip())
+    assert code == 0, err
+
+
+async def test_cli_set_echo_is_toml(tmp_path: Path):
+    """Adding a backend in one line echoes a TOML inline table, not a Python dict."""
+    value = '{type = "gradio", base_url = "http://127.0.0.1:7860"}'
+    code, out, err = await cli(tmp_path, "config", "set", "backends.local", value)
+    assert code == 0, err
+    echo = out.splitlines()[0]
+    assert echo == 'backends.local = {type = "gradio", base_url = "http://127.0.0.1:7860"}'
+    assert tomlkit.parse(echo)["backends"]["local"]["type"] == "gradio"
+
+
+async def test_chat_get_bool_is_toml(app: App, config_file: Path):
+    """`/llm2pic get plugin.enabled` answers `true`, not Python's `True`."""
+    event = private_message("/llm2pic get plugin.enabled", user_id=ADMIN)
+    await run_admin(app, event, "plugin.enabled = true")
+
+
+async def test_chat_set_echo_is_toml(app: App, config_file: Path):
+    """`/llm2pic set persona.name 小花` echoes the TOML string `"小花"`."""
+    event = private_message("/llm2pic set persona.name 小花", user_id=ADMIN)
+    await run_admin(app, event, '已设置 persona.name = "小花"，已生效')
