@@ -3,15 +3,19 @@ subprocess or chat command), failing before its fix."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import tomlkit
 from nonebug import App
 
+from .conftest import SUPERUSER_ID
+from .fakes.openai_server import FakeOpenAI
 from .test_admin import ADMIN, run_admin
+from .test_draw import expect_ack_and_image, make_bot
 from .test_operator_config import cli
-from .utils import private_message
+from .utils import group_message, private_message
 
 # -- wrong types are named in Chinese, never as Python types ----------------------------------
 
@@ -63,3 +67,41 @@ async def test_chat_set_echo_is_toml(app: App, config_file: Path):
     """`/llm2pic set persona.name 小花` echoes the TOML string `"小花"`."""
     event = private_message("/llm2pic set persona.name 小花", user_id=ADMIN)
     await run_admin(app, event, '已设置 persona.name = "小花"，已生效')
+
+
+# -- /pic keeps the description as typed -------------------------------------------------------
+
+
+@pytest.fixture
+async def drawing(config_file: Path, inline_jobs: None) -> AsyncIterator[FakeOpenAI]:
+    """A fake OpenAI Images upstream as the default backend, no cooldown; jobs run inline."""
+    from nonebot_plugin_llm2pic import state
+
+    async with FakeOpenAI() as fake:
+        state.store.set("backends.openai.base_url", f'"{fake.base_url}"')
+        state.store.set("backends.openai.api_key", "sk-test")
+        state.store.set("routing.default", "openai")
+        state.store.set("limits.user_cooldown_seconds", "0")
+        yield fake
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("/pic a cat's toy", "a cat's toy"),
+        ('/pic 写着"你好"的牌子', '写着"你好"的牌子'),
+        ("/pic -r a cat's toy", "a cat's toy"),
+        ("/pic -r\u3000一只猫", "一只猫"),
+    ],
+    ids=["apostrophe", "quotes", "apostrophe-raw", "full-width-space"],
+)
+async def test_pic_description_kept_as_typed(app: App, drawing: FakeOpenAI, text, prompt):
+    """Quotes and apostrophes in a `/pic` description reach the backend as typed."""
+    from nonebot_plugin_llm2pic.matchers.draw import pic_cmd
+
+    event = group_message(text, user_id=int(SUPERUSER_ID))
+    async with app.test_matcher(pic_cmd) as ctx:
+        bot = make_bot(ctx)
+        ctx.receive_event(bot, event)
+        expect_ack_and_image(ctx, event, drawing.image)
+    assert drawing.requests[-1].json["prompt"] == prompt

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,20 +177,29 @@ async def handle_natural(bot: Bot, event: GroupMessageEvent, matcher_state: T_St
 
 
 def parse_pic_args(text: str) -> tuple[bool, str | None, str]:
-    """Leading ``-r/--raw`` and ``-b/--backend NAME`` flags, then the description."""
-    words = shlex.split(text.strip(), posix=True) if text.strip() else []
+    """Leading ``-r/--raw`` and ``-b/--backend NAME`` flags, then the description as typed.
+
+    The description keeps its quotes and apostrophes (「写着"你好"的牌子」, "a cat's toy").
+    """
+    rest = text.strip()
     raw, backend = False, None
-    while words and words[0].startswith("-"):
-        flag = words.pop(0)
+    while rest.startswith("-"):
+        flag, rest = _first_word(rest)
         if flag in ("-r", "--raw"):
             raw = True
-        elif flag in ("-b", "--backend") and words:
-            backend = words.pop(0)
+        elif flag in ("-b", "--backend") and rest:
+            backend, rest = _first_word(rest)
         elif flag.startswith("--backend="):
             backend = flag.split("=", 1)[1]
         else:
             raise ValueError(flag)
-    return raw, backend, " ".join(words).strip()
+    return raw, backend, rest
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    """The first whitespace-separated word of ``text`` and the rest, stripped."""
+    word, *rest = text.split(maxsplit=1)
+    return word, rest[0] if rest else ""
 
 
 # --- acceptance ----------------------------------------------------------------------------------
