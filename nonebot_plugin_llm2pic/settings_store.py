@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -27,7 +28,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import tomlkit
 from pydantic import BaseModel
-from tomlkit.exceptions import InvalidControlChar, ParseError, TOMLKitError
+from tomlkit.exceptions import (
+    InvalidControlChar,
+    ParseError,
+    TOMLKitError,
+    UnexpectedCharError,
+    UnexpectedEofError,
+)
 
 from .exceptions import SettingsError
 from .settings import (
@@ -335,18 +342,39 @@ class SettingsStore:
 
 
 def parse_document(text: str, name: str) -> tomlkit.TOMLDocument:
-    """Parse TOML text; a syntax error names the line (and a likely missing quote)."""
+    """Parse TOML text; a syntax error names the line and the likely slip, in Chinese."""
     try:
         return tomlkit.parse(text)
     except ParseError as err:
         if isinstance(err, InvalidControlChar):
             raise SettingsError(f"{name} 第 {err.line} 行的字符串没有结束（可能缺少引号）") from err
-        detail = str(err).rsplit(" at line ", 1)[0]
-        raise SettingsError(
-            f"{name} 第 {err.line} 行第 {err.col} 列不是有效的 TOML（{detail}）"
-        ) from err
+        reason = _syntax_reason(err, text)
+        raise SettingsError(f"{name} 第 {err.line} 行不是有效的 TOML：{reason}") from err
     except TOMLKitError as err:
-        raise SettingsError(f"{name} 不是有效的 TOML：{err}") from err
+        raise SettingsError(f"{name} 不是有效的 TOML：{_syntax_reason(err, text)}") from err
+
+
+_DUPLICATE = re.compile(r'Key "(.*)" already exists')
+_CHINESE_QUOTES = "“”‘’「」『』"
+_TYPING_HINT = '文字要用英文双引号括起来，键和值之间用 =，true/false 小写，如 name = "小画"'
+
+
+def _syntax_reason(err: TOMLKitError, text: str) -> str:
+    """What a hand-editor most likely got wrong (tomlkit's own words stay in the exception)."""
+    if duplicate := _DUPLICATE.search(str(err)):
+        return f"{duplicate[1]} 写了两次（同一个键或表只能出现一次）"
+    if isinstance(err, UnexpectedEofError) or repr("\0") in str(err):  # the parser's EOF mark
+        return "到文件末尾还没写完（可能缺少 ]、引号或值）"
+    if isinstance(err, UnexpectedCharError):
+        lines = text.splitlines()
+        line = lines[err.line - 1] if 0 < err.line <= len(lines) else ""
+        char = line[err.col] if 0 <= err.col < len(line) else ""
+        if char in _CHINESE_QUOTES and char:
+            return f'用了中文引号 {char}，请改成英文双引号 "'
+        if not char:
+            return "这一行没写完（可能缺少 ]、引号或值）"
+        return f"无法识别的字符 {char!r}（{_TYPING_HINT}）"
+    return f"写法不对（{_TYPING_HINT}）"
 
 
 def toml_value(value: Any) -> str:

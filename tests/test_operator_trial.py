@@ -105,3 +105,30 @@ async def test_pic_description_kept_as_typed(app: App, drawing: FakeOpenAI, text
         ctx.receive_event(bot, event)
         expect_ack_and_image(ctx, event, drawing.image)
     assert drawing.requests[-1].json["prompt"] == prompt
+
+
+# -- a hand-edit slip is explained in Chinese ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[persona]\nname = 小画\n",
+            "第 2 行不是有效的 TOML：无法识别的字符 '小'（文字要用英文双引号",
+        ),
+        ("[persona]\nname = “小画”\n", "第 2 行不是有效的 TOML：用了中文引号 “"),
+        ('[persona]\nname = "a"\nname = "b"\n', "name 写了两次"),
+        ("[plugin]\nblocked_users = [1, 2\n", "第 2 行不是有效的 TOML：到文件末尾还没写完"),
+        ("[persona\nname = 1\n", "第 1 行不是有效的 TOML：这一行没写完"),
+        ("[plugin]\nenabled = True\n", "true/false 小写"),
+    ],
+    ids=["unquoted", "chinese-quotes", "duplicate", "unclosed-list", "unclosed-header", "True"],
+)
+async def test_cli_syntax_slip_explained_in_chinese(tmp_path: Path, text: str, expected: str):
+    """A typical hand-edit slip names its line and the fix in Chinese, without tomlkit's English."""
+    (tmp_path / "t.toml").write_text(text, "utf-8")
+    code, _, err = await cli(tmp_path, "config", "get", "persona.name", "--config", "t.toml")
+    assert code == 1
+    assert expected in err
+    assert not any(word in err for word in ("Unexpected", "already exists", "character"))
