@@ -15,7 +15,7 @@ import aiohttp
 
 from .config import CONFIG_ENV, PLUGIN_NAME
 from .exceptions import Llm2PicError, SettingsError
-from .imaging import convert_image
+from .imaging import convert_image, output_mime
 from .intent import aspect_hint
 from .pipeline import DrawJob, DrawResult, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm
@@ -189,13 +189,20 @@ def _draw(args: argparse.Namespace) -> int:
             f"no enabled backend named {args.backend!r} "
             f"(enabled: {', '.join(sorted(store.settings.backends))})"
         )
+    if not args.text.strip() and not args.selfie:
+        return _fail("描述不能为空 (empty description)")
     output = Path(args.output)
-    try:
+    fmt = output.suffix or ".png"
+    try:  # a typo in -o must not cost a generation
+        output_mime(fmt)
+        output.parent.mkdir(parents=True, exist_ok=True)
         result = asyncio.run(_draw_once(store, args))
-        data = convert_image(result.image.data, output.suffix or ".png")
+        data = convert_image(result.image.data, fmt)
+        output.write_bytes(data)
     except Llm2PicError as err:
         return _fail(_one_line(err))
-    output.write_bytes(data)
+    except OSError as err:
+        return _fail(f"{output}: {err.strerror or err}")
     timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
     sys.stdout.write(
         f"prompt: {result.prompt}\nbackend: {result.backend}"

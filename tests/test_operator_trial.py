@@ -13,6 +13,7 @@ from nonebug import App
 from .conftest import SUPERUSER_ID
 from .fakes.openai_server import FakeOpenAI
 from .test_admin import ADMIN, run_admin
+from .test_cli import openai_backend, run_cli, write_config
 from .test_draw import expect_ack_and_image, make_bot
 from .test_operator_config import cli
 from .utils import group_message, private_message
@@ -132,3 +133,45 @@ async def test_cli_syntax_slip_explained_in_chinese(tmp_path: Path, text: str, e
     assert code == 1
     assert expected in err
     assert not any(word in err for word in ("Unexpected", "already exists", "character"))
+
+
+# -- `draw` refuses what cannot work before it draws, in one line --------------------------------
+
+
+async def test_draw_unwritable_output_fails_in_one_line(tmp_path: Path):
+    """`draw -o` to a place it cannot write: one `error:` line naming the file, no traceback."""
+    async with FakeOpenAI() as fake:
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(fake))
+        code, _, err = await run_cli(tmp_path, "draw", "a cat", "--raw", "-o", "/proc/cat.png")
+    assert code == 1
+    assert err.startswith("error: /proc/cat.png: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+async def test_draw_unknown_extension_fails_before_drawing(tmp_path: Path):
+    """`draw -o cat.txt` is refused before a (paid) picture is generated."""
+    async with FakeOpenAI() as fake:
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(fake))
+        code, _, err = await run_cli(tmp_path, "draw", "a cat", "--raw", "-o", "cat.txt")
+    assert code == 1
+    assert "不支持的图片格式" in err
+    assert fake.requests == []
+
+
+async def test_draw_creates_output_folder(tmp_path: Path):
+    """`draw -o pics/cat.png` creates `pics/` like an image editor's "save as" would."""
+    async with FakeOpenAI() as fake:
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(fake))
+        code, _, err = await run_cli(tmp_path, "draw", "a cat", "--raw", "-o", "pics/cat.png")
+    assert code == 0, err
+    assert (tmp_path / "pics" / "cat.png").read_bytes() == fake.image
+
+
+async def test_draw_empty_description_refused(tmp_path: Path):
+    """`draw ""` says the description is empty and draws nothing."""
+    async with FakeOpenAI() as fake:
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(fake))
+        code, _, err = await run_cli(tmp_path, "draw", "  ")
+    assert code == 1
+    assert "描述不能为空" in err
+    assert fake.requests == []
