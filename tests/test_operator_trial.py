@@ -12,7 +12,9 @@ from nonebug import App
 
 from .conftest import SUPERUSER_ID
 from .fakes.openai_server import FakeOpenAI
+from .onebot_client import OneBotClient, ServeProcess
 from .test_admin import ADMIN, run_admin
+from .test_chat_e2e import write_config as write_serve_config
 from .test_cli import openai_backend, run_cli, write_config
 from .test_draw import expect_ack_and_image, make_bot
 from .test_operator_config import cli
@@ -175,3 +177,25 @@ async def test_draw_empty_description_refused(tmp_path: Path):
     assert code == 1
     assert "描述不能为空" in err
     assert fake.requests == []
+
+
+# -- a key pasted with its "Bearer " prefix stays out of the log -------------------------------
+
+
+async def test_serve_log_masks_key_pasted_with_bearer(tmp_path: Path):
+    """`/llm2pic set llm.api_key Bearer KEY` in private: NoneBot's message log never shows KEY."""
+    key = "abcdefgh12345678wxyz"
+    async with FakeOpenAI() as fake:
+        server = ServeProcess(tmp_path)
+        write_serve_config(server, fake)
+        await server.start()
+        try:
+            async with OneBotClient(server.ws_url) as client:
+                await client.private_message(
+                    f"/llm2pic set llm.api_key Bearer {key}", user_id=ADMIN
+                )
+                await client.next_call("send_msg")
+        finally:
+            await server.stop()
+    assert "/llm2pic set llm.api_key" in server.log()
+    assert key not in server.log()
