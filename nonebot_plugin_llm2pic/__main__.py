@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     draw = verbs.add_parser("draw", parents=[common], help="run the pipeline once")
-    draw.add_argument("text", help="描述 / prompt")
+    # Unquoted words make one description or value, as in chat (`/pic 一只 猫`).
+    draw.add_argument("text", nargs="+", help="描述 / prompt")
     draw.add_argument("-o", "--output", default="out.png", help="image file to write")
     draw.add_argument("--backend", "-b", help="backend name")
     draw.add_argument("--raw", "-r", action="store_true", help="skip the prompt writer")
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     get.set_defaults(func=_config_get)
     set_ = config_verbs.add_parser("set", parents=[common], help="set one key")
     set_.add_argument("key")
-    set_.add_argument("value")
+    set_.add_argument("value", nargs="+")
     set_.set_defaults(func=_config_set)
     unset = config_verbs.add_parser("unset", parents=[common], help="remove a key (default again)")
     unset.add_argument("key")
@@ -181,6 +182,7 @@ def _superusers_from_env() -> set[str] | None:
 
 
 def _draw(args: argparse.Namespace) -> int:
+    args.text = " ".join(args.text)
     store = _open_store()
     if store.last_error:
         return _fail(f"{store.path}: {store.last_error}")
@@ -308,7 +310,7 @@ def _config_read(read) -> int:
 
 
 def _config_set(args: argparse.Namespace) -> int:
-    return _config_write(lambda store: store.set(args.key, args.value))
+    return _config_write(lambda store: store.set(args.key, " ".join(args.value)))
 
 
 def _config_unset(args: argparse.Namespace) -> int:

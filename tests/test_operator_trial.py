@@ -199,3 +199,23 @@ async def test_serve_log_masks_key_pasted_with_bearer(tmp_path: Path):
             await server.stop()
     assert "/llm2pic set llm.api_key" in server.log()
     assert key not in server.log()
+
+
+# -- unquoted words on the command line are one value, as in chat ------------------------------
+
+
+async def test_cli_set_joins_unquoted_words(tmp_path: Path):
+    """`config set persona.description 活泼 开朗` stores "活泼 开朗", like `/llm2pic set` does."""
+    code, _, err = await cli(tmp_path, "config", "set", "persona.description", "活泼", "开朗")
+    assert code == 0, err
+    code, out, _ = await cli(tmp_path, "config", "get", "persona.description")
+    assert out == '"活泼 开朗"\n'
+
+
+async def test_draw_joins_unquoted_words(tmp_path: Path):
+    """`draw 一只 猫 --raw` draws "一只 猫", like `/pic 一只 猫` does."""
+    async with FakeOpenAI() as fake:
+        write_config(tmp_path, routing={"default": "openai"}, backends=openai_backend(fake))
+        code, _, err = await run_cli(tmp_path, "draw", "一只", "猫", "--raw", "-o", "cat.png")
+    assert code == 0, err
+    assert fake.requests[-1].json["prompt"] == "一只 猫"
