@@ -219,3 +219,19 @@ async def test_draw_joins_unquoted_words(tmp_path: Path):
         code, _, err = await run_cli(tmp_path, "draw", "一只", "猫", "--raw", "-o", "cat.png")
     assert code == 0, err
     assert fake.requests[-1].json["prompt"] == "一只 猫"
+
+
+# -- a pasted endpoint URL works for images as it does for chat -------------------------------
+
+
+async def test_draw_with_pasted_images_endpoint_url(tmp_path: Path):
+    """`base_url = ".../v1/images/generations"` (copied from a relay's docs) draws like `.../v1`."""
+    async with FakeOpenAI() as fake:
+        backend = {
+            **openai_backend(fake)["openai"],
+            "base_url": f"{fake.base_url}/images/generations",
+        }
+        write_config(tmp_path, routing={"default": "openai"}, backends={"openai": backend})
+        code, _, err = await run_cli(tmp_path, "draw", "a cat", "--raw", "-o", "cat.png")
+    assert code == 0, err
+    assert [request.path for request in fake.requests] == ["/v1/images/generations"]
