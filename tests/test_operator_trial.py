@@ -10,6 +10,8 @@ import pytest
 import tomlkit
 from nonebug import App
 
+from nonebot_plugin_llm2pic.backends.gradio import app_url
+
 from .conftest import SUPERUSER_ID
 from .fakes.openai_server import FakeOpenAI
 from .onebot_client import OneBotClient, ServeProcess
@@ -235,3 +237,22 @@ async def test_draw_with_pasted_images_endpoint_url(tmp_path: Path):
         code, _, err = await run_cli(tmp_path, "draw", "a cat", "--raw", "-o", "cat.png")
     assert code == 0, err
     assert [request.path for request in fake.requests] == ["/v1/images/generations"]
+
+
+# -- a Space's page URL reaches the app ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pasted", "app"),
+    [
+        (
+            "https://huggingface.co/spaces/Tongyi-MAI/Z-Image-Turbo",
+            "https://tongyi-mai-z-image-turbo.hf.space",
+        ),
+        ("https://huggingface.co/spaces/user_1/my.app/", "https://user-1-my-app.hf.space"),
+        ("http://127.0.0.1:7860/", "http://127.0.0.1:7860"),
+    ],
+)
+def test_gradio_space_page_url_becomes_app_url(pasted: str, app: str):
+    """A Space's page address copied from the browser is turned into the app's own address."""
+    assert app_url(pasted) == app
