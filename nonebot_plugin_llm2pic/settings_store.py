@@ -162,12 +162,15 @@ class SettingsStore:
                 raise
         return self.settings
 
+    def changed_on_disk(self) -> bool:
+        """Whether the file's mtime moved since it was last read (one ``stat``)."""
+        return self._stat_mtime() != self._mtime_ns
+
     def refresh_if_changed(self) -> bool:
         """Reload when the file's mtime moved (called before each job). Never raises."""
-        mtime = self._stat_mtime()
-        if mtime == self._mtime_ns:
+        if not self.changed_on_disk():
             return False
-        if mtime is None:
+        if self._stat_mtime() is None:
             # Deleted while running: keep the last good config rather than fall back to the
             # defaults (other routing, no keys); the next edit or a new file brings it back.
             log.warning("config %s was deleted; keeping the settings in force", self.path)

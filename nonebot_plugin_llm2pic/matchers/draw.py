@@ -206,8 +206,13 @@ def _first_word(text: str) -> tuple[str, str]:
 
 
 async def _fresh_settings() -> Settings:
-    """The live settings, re-read first if the file changed on disk."""
-    await asyncio.to_thread(state.store.refresh_if_changed)
+    """The live settings, re-read first if the file changed on disk.
+
+    Only a changed file is re-read in a thread: a thread hop for every request would let
+    requests arriving together overtake each other before admission (first come, first served).
+    """
+    if state.store.changed_on_disk():
+        await asyncio.to_thread(state.store.refresh_if_changed)
     return state.store.settings
 
 
