@@ -15,13 +15,13 @@ import aiohttp
 
 from .config import CONFIG_ENV, PLUGIN_NAME
 from .exceptions import Llm2PicError, SettingsError
-from .imaging import convert_image
+from .imaging import convert_image, output_mime
 from .intent import aspect_hint
 from .persona_refs import inspect
 from .pipeline import Batch, DrawJob, Pipeline
 from .prompt_writer import LLM_BACKEND, probe_llm, probe_llm_vision
 from .settings import Settings, routed_backends
-from .settings_store import LAST_GOOD_NAME, SettingsStore
+from .settings_store import LAST_GOOD_NAME, SettingsStore, toml_value
 from .transport import ProbeResult, new_session, run_probe
 
 LLM_ROW = "LLM"
@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     draw = verbs.add_parser("draw", parents=[common], help="run the pipeline once")
-    draw.add_argument("text", help="描述 / prompt")
+    # Unquoted words make one description or value, as in chat (`/pic 一只 猫`).
+    draw.add_argument("text", nargs="+", help="描述 / prompt")
     draw.add_argument(
         "-o", "--output", default="out.png", help="image file to write (several: out-1.png …)"
     )
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     get.set_defaults(func=_config_get)
     set_ = config_verbs.add_parser("set", parents=[common], help="set one key")
     set_.add_argument("key")
-    set_.add_argument("value")
+    set_.add_argument("value", nargs="+")
     set_.set_defaults(func=_config_set)
     unset = config_verbs.add_parser("unset", parents=[common], help="remove a key (default again)")
     unset.add_argument("key")
@@ -192,6 +193,7 @@ def _superusers_from_env() -> set[str] | None:
 
 
 def _draw(args: argparse.Namespace) -> int:
+    args.text = " ".join(args.text)
     store = _open_store()
     if store.last_error:
         return _fail(f"{store.path}: {store.last_error}")
@@ -200,24 +202,28 @@ def _draw(args: argparse.Namespace) -> int:
             f"no enabled backend named {args.backend!r} "
             f"(enabled: {', '.join(sorted(store.settings.backends))})"
         )
+    if not args.text.strip() and not args.selfie:
+        return _fail("描述不能为空 (empty description)")
     output = Path(args.output)
-    try:
+    fmt = output.suffix or ".png"
+    try:  # a typo in -o must not cost a generation
+        output_mime(fmt)
+        output.parent.mkdir(parents=True, exist_ok=True)
         batch = asyncio.run(_draw_once(store, args))
         files = [
-            (
-                _numbered(output, index, args.count),
-                result,
-                convert_image(result.image.data, output.suffix or ".png"),
-            )
+            (_numbered(output, index, args.count), result, convert_image(result.image.data, fmt))
             for index, result in enumerate(batch.results, start=1)
         ]
+        for path, _, data in files:
+            path.write_bytes(data)
     except Llm2PicError as err:
         return _fail(_one_line(err))
+    except OSError as err:
+        return _fail(f"{output}: {err.strerror or err}")
     first = batch.results[0]
     timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in first.timings.items())
     sys.stdout.write(f"prompt: {first.prompt}\ntimings: {timings}\n")
     for path, result, data in files:
-        path.write_bytes(data)
         sys.stdout.write(
             f"backend: {result.backend}"
             f"{f' (seed {result.seed})' if result.seed is not None else ''}; "
@@ -327,7 +333,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _config_get(args: argparse.Namespace) -> int:
     def read(store: SettingsStore) -> str:
         value = store.get(args.key)
-        return store.show(args.key) if isinstance(value, dict) else repr(value)
+        return store.show(args.key) if isinstance(value, dict) else toml_value(value)
 
     return _config_read(read)
 
@@ -345,7 +351,7 @@ def _config_read(read) -> int:
 
 
 def _config_set(args: argparse.Namespace) -> int:
-    return _config_write(lambda store: store.set(args.key, args.value))
+    return _config_write(lambda store: store.set(args.key, " ".join(args.value)))
 
 
 def _config_unset(args: argparse.Namespace) -> int:
@@ -362,7 +368,7 @@ def _config_write(edit) -> int:
     if result.value is None:
         change = f"removed {result.key}"
     else:
-        change = f"{result.key} = {result.value!r}"
+        change = f"{result.key} = {toml_value(result.value)}"
     restart = " (restart the bot to apply)" if result.needs_restart else ""
     sys.stdout.write(f"{change}{restart}\nwrote {store.path}\n")
     return 0

@@ -136,9 +136,15 @@ class ChatAnswer:
         return "".join(self.text_parts)
 
 
+ENDPOINT_PATHS = ("/chat/completions", "/images/generations", "/images/edits")
+"""The endpoints a ``base_url`` is often pasted with (copied from a relay's docs)."""
+
+
 def api_url(base_url: str, path: str) -> str:
-    """``base_url`` + ``/path``; a pasted full chat URL is cut back to its API base."""
-    base = base_url.rstrip("/").removesuffix("/chat/completions")
+    """``base_url`` + ``/path``; a pasted full endpoint URL is cut back to its API base."""
+    base = base_url.rstrip("/")
+    for endpoint in ENDPOINT_PATHS:
+        base = base.removesuffix(endpoint)
     return f"{base}/{path}"
 
 

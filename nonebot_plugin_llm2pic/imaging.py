@@ -167,18 +167,24 @@ async def process_image_async(
     )
 
 
-def convert_image(data: bytes, fmt: str) -> bytes:
-    """Convert to ``fmt`` (``png``, ``jpg``/``jpeg``, ``webp``; a leading dot is fine).
-
-    Returns ``data`` itself when it already has that format. JPEG has no alpha, so transparent
-    areas are flattened onto white.
-    """
+def output_mime(fmt: str) -> str:
+    """The MIME type ``convert_image`` writes for ``fmt``; ``ImageError`` when it has none."""
     target = _OUTPUT_MIME.get(fmt.lower().lstrip("."))
     if target is None:
         raise ImageError(
             f"unsupported output format {fmt!r} (use png, jpg or webp)",
             user_message="不支持的图片格式，请用 png、jpg 或 webp",
         )
+    return target
+
+
+def convert_image(data: bytes, fmt: str) -> bytes:
+    """Convert to ``fmt`` (``png``, ``jpg``/``jpeg``, ``webp``; a leading dot is fine).
+
+    Returns ``data`` itself when it already has that format. JPEG has no alpha, so transparent
+    areas are flattened onto white.
+    """
+    target = output_mime(fmt)
     image, mime = _open(data)
     with image:
         _decode(image, mime)

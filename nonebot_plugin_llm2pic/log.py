@@ -25,9 +25,13 @@ from .transport import MIN_MASKED_SECRET, SECRET_LIKE
 LOGGER_NAME = "nonebot_plugin_llm2pic"
 
 _SECRET_ASSIGNMENT = re.compile(
-    rf"(?P<key>\.(?:{'|'.join(sorted(SECRET_KEYS))})\b['\"]?\s*[=:]?\s*['\"]?)(?P<value>[^\s'\"\\]+)"
+    rf"(?P<key>\.(?:{'|'.join(sorted(SECRET_KEYS))})\b['\"]?\s*[=:]?\s*['\"]?)"
+    r"(?P<value>[^\s'\"\\]+(?:[ \t]+[^\s'\"\\]+)*)"
 )
-"""``backends.x.api_key VALUE`` (a chat ``set`` command), ``.token = "VALUE"`` and the like."""
+"""``backends.x.api_key VALUE`` (a chat ``set`` command), ``.token = "VALUE"`` and the like.
+
+The value runs to the closing quote or the line's end: a key pasted as ``Bearer KEY`` is two
+words, and both are masked."""
 
 _secrets_cache: tuple[Any, tuple[str, ...]] = (None, ())
 

@@ -17,17 +17,25 @@ import difflib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import tomlkit
 from pydantic import BaseModel
-from tomlkit.exceptions import InvalidControlChar, ParseError, TOMLKitError
+from tomlkit.exceptions import (
+    InvalidControlChar,
+    ParseError,
+    TOMLKitError,
+    UnexpectedCharError,
+    UnexpectedEofError,
+)
 from tomlkit.items import KeyType, SingleKey
 
 from .exceptions import SettingsError
@@ -166,12 +174,15 @@ class SettingsStore:
                 raise
         return self.settings
 
+    def changed_on_disk(self) -> bool:
+        """Whether the file's mtime moved since it was last read (one ``stat``)."""
+        return self._stat_mtime() != self._mtime_ns
+
     def refresh_if_changed(self) -> bool:
         """Reload when the file's mtime moved (called before each job). Never raises."""
-        mtime = self._stat_mtime()
-        if mtime == self._mtime_ns:
+        if not self.changed_on_disk():
             return False
-        if mtime is None:
+        if self._stat_mtime() is None:
             # Deleted while running: keep the last good config rather than fall back to the
             # defaults (other routing, no keys); the next edit or a new file brings it back.
             log.warning("config %s was deleted; keeping the settings in force", self.path)
@@ -219,7 +230,7 @@ class SettingsStore:
             document = tomlkit.document()
             document.update(data)
             return tomlkit.dumps(document).strip()
-        return f"{section} = {tomlkit.item(data).as_string()}"
+        return f"{section} = {toml_value(data)}"
 
     # -- editing ---------------------------------------------------------------------------
 
@@ -497,18 +508,50 @@ def _assign_group(document: tomlkit.TOMLDocument, group_id: str, key: str, value
 
 
 def parse_document(text: str, name: str) -> tomlkit.TOMLDocument:
-    """Parse TOML text; a syntax error names the line (and a likely missing quote)."""
+    """Parse TOML text; a syntax error names the line and the likely slip, in Chinese."""
     try:
         return tomlkit.parse(text)
     except ParseError as err:
         if isinstance(err, InvalidControlChar):
             raise SettingsError(f"{name} 第 {err.line} 行的字符串没有结束（可能缺少引号）") from err
-        detail = str(err).rsplit(" at line ", 1)[0]
-        raise SettingsError(
-            f"{name} 第 {err.line} 行第 {err.col} 列不是有效的 TOML（{detail}）"
-        ) from err
+        reason = _syntax_reason(err, text)
+        raise SettingsError(f"{name} 第 {err.line} 行不是有效的 TOML：{reason}") from err
     except TOMLKitError as err:
-        raise SettingsError(f"{name} 不是有效的 TOML：{err}") from err
+        raise SettingsError(f"{name} 不是有效的 TOML：{_syntax_reason(err, text)}") from err
+
+
+_DUPLICATE = re.compile(r'Key "(.*)" already exists')
+_CHINESE_QUOTES = "“”‘’「」『』"
+_TYPING_HINT = '文字要用英文双引号括起来，键和值之间用 =，true/false 小写，如 name = "小画"'
+
+
+def _syntax_reason(err: TOMLKitError, text: str) -> str:
+    """What a hand-editor most likely got wrong (tomlkit's own words stay in the exception)."""
+    if duplicate := _DUPLICATE.search(str(err)):
+        return f"{duplicate[1]} 写了两次（同一个键或表只能出现一次）"
+    if isinstance(err, UnexpectedEofError) or repr("\0") in str(err):  # the parser's EOF mark
+        return "到文件末尾还没写完（可能缺少 ]、引号或值）"
+    if isinstance(err, UnexpectedCharError):
+        lines = text.splitlines()
+        line = lines[err.line - 1] if 0 < err.line <= len(lines) else ""
+        char = line[err.col] if 0 <= err.col < len(line) else ""
+        if char in _CHINESE_QUOTES and char:
+            return f'用了中文引号 {char}，请改成英文双引号 "'
+        if not char:
+            return "这一行没写完（可能缺少 ]、引号或值）"
+        return f"无法识别的字符 {char!r}（{_TYPING_HINT}）"
+    return f"写法不对（{_TYPING_HINT}）"
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML text (``true``, ``"小画"``, ``{type = "gradio"}``) that `set` takes back."""
+    if value is None:
+        return "（未设置）"
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        table.update(value)
+        return table.as_string()
+    return tomlkit.item(value).as_string()
 
 
 def mask_tree(value: Any, key: str) -> Any:
@@ -622,12 +665,17 @@ def _is_str_literal(annotation: Any) -> bool:
 
 
 def _type_name(annotation: Any) -> str:
-    names = {int: "整数", float: "数字", bool: " true 或 false", dict: "表"}
-    if annotation in names:
-        return names[annotation]
-    if get_origin(annotation) is list:
-        return '列表，如 ["a", "b"]'
-    return str(annotation).replace("typing.", "")
+    """The expected type in words (``list[Any] | None`` is a list, ``dict[str, Any]`` a table)."""
+    names = {
+        int: "整数",
+        float: "数字",
+        bool: " true 或 false",
+        dict: "表",
+        list: '列表，如 ["a", "b"]',
+    }
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    return names.get(get_origin(annotation) or annotation, str(annotation).replace("typing.", ""))
 
 
 def _hint(key: str, settings: Settings) -> str:

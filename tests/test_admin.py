@@ -84,7 +84,7 @@ async def test_secret_set_in_private_is_masked(app: App, config_file: Path):
     event = private_message(
         "/llm2pic set backends.openai.api_key sk-secret-abcdefgh1234", user_id=ADMIN
     )
-    await run_admin(app, event, "已设置 backends.openai.api_key = 'sk-****1234'，已生效")
+    await run_admin(app, event, '已设置 backends.openai.api_key = "sk-****1234"，已生效')
     assert read_config(config_file)["backends"]["openai"]["api_key"] == "sk-secret-abcdefgh1234"
 
 
@@ -96,10 +96,10 @@ async def test_get_and_show_mask_secrets(app: App, config_file: Path):
     await run_admin(
         app,
         private_message("/llm2pic get backends.openai.api_key", user_id=ADMIN),
-        "backends.openai.api_key = 'sk-****1234'",
+        'backends.openai.api_key = "sk-****1234"',
     )
     await run_admin(
-        app, private_message("/llm2pic get persona.name", user_id=ADMIN), "persona.name = '小画'"
+        app, private_message("/llm2pic get persona.name", user_id=ADMIN), 'persona.name = "小画"'
     )
     await run_admin(
         app, private_message("/llm2pic show limits", user_id=ADMIN), store.show("limits")
@@ -189,7 +189,7 @@ async def test_admin_works_with_plugin_disabled(app: App, config_file: Path):
     await run_admin(
         app,
         private_message("/llm2pic set plugin.enabled true", user_id=ADMIN),
-        "已设置 plugin.enabled = True，已生效",
+        "已设置 plugin.enabled = true，已生效",
     )
 
 

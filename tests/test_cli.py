@@ -182,9 +182,9 @@ async def test_config_set_and_get_roundtrip(tmp_path: Path):
     """`config set` converts and validates like the chat command; `config get` reads it back."""
     code, out, _ = await run_cli(tmp_path, "config", "set", "persona.name", "1999")
     assert code == 0
-    assert "persona.name = '1999'" in out
+    assert 'persona.name = "1999"' in out
     code, out, _ = await run_cli(tmp_path, "config", "get", "persona.name")
-    assert (code, out.strip()) == (0, "'1999'")
+    assert (code, out.strip()) == (0, '"1999"')
     before = (tmp_path / "llm2pic.toml").read_bytes()
     code, _, err = await run_cli(tmp_path, "config", "set", "limits.max_queue", "lots")
     assert code == 1

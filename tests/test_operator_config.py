@@ -316,7 +316,7 @@ async def test_chat_accepts_the_one_line_backend_form(app: App, config_file: Pat
     await run_admin(
         app,
         private_message(command, user_id=ADMIN),
-        "已设置 backends.local = {'type': 'gradio', 'base_url': 'http://h:7860'}，已生效",
+        '已设置 backends.local = {type = "gradio", base_url = "http://h:7860"}，已生效',
     )
     assert store.settings.backends["local"].base_url == "http://h:7860"
 
@@ -368,7 +368,7 @@ async def test_idle_bot_rereads_file_and_reports_typo(tmp_path: Path):
             assert notice.params["user_id"] == 10000
             assert "可能缺少引号" in message_text(notice.params["message"])
             await client.no_call(within=1.5)  # once, and not to 10001 (not a friend)
-            assert await admin(client, "/llm2pic get persona.name") == "persona.name = '乙'"
+            assert await admin(client, "/llm2pic get persona.name") == 'persona.name = "乙"'
     finally:
         await server.stop()
     assert (tmp_path / "data" / "nonebot_plugin_llm2pic" / LAST_GOOD_NAME).exists()
@@ -377,7 +377,7 @@ async def test_idle_bot_rereads_file_and_reports_typo(tmp_path: Path):
     try:
         async with OneBotClient(server.ws_url) as client:
             assert "正在使用上一次的有效配置" in await admin(client, "/llm2pic status")
-            assert await admin(client, "/llm2pic get persona.name") == "persona.name = '乙'"
+            assert await admin(client, "/llm2pic get persona.name") == 'persona.name = "乙"'
     finally:
         await server.stop()
     assert "running the last valid content" in server.log()

@@ -94,6 +94,9 @@ PLACEHOLDERS = (
 
 _SIZE = re.compile(r"(\d+)\s*x\s*(\d+)")
 _HTML_TAG = re.compile(r"<[^>]+>")
+_SPACE_PAGE = re.compile(
+    r"https?://(?:www\.)?huggingface\.co/spaces/([^/?#]+)/([^/?#]+)", re.IGNORECASE
+)
 
 
 class GradioBackend:
@@ -105,7 +108,7 @@ class GradioBackend:
         self.name = name
         self._settings = settings
         self._session = session
-        self._base_url = settings.base_url.rstrip("/")
+        self._base_url = app_url(settings.base_url)
         self._api_prefix: str | None = None  # from /config, on first use
         self._resolution_choices: tuple[str, ...] | None = None
         """The app's choices for the resolution input (from /config); None = a free input."""
@@ -348,6 +351,16 @@ class GradioBackend:
             backend=self.name,
             problem="no_image",
         )
+
+
+def app_url(base_url: str) -> str:
+    """The app's own address; a Space's page (``huggingface.co/spaces/OWNER/NAME``, copied from
+    the browser) becomes the app it shows, ``https://owner-name.hf.space``."""
+    page = _SPACE_PAGE.match(base_url)
+    if page is None:
+        return base_url.rstrip("/")
+    host = re.sub(r"[^a-z0-9]+", "-", f"{page[1]}-{page[2]}".lower())
+    return f"https://{host}.hf.space"
 
 
 def fill_template(item: Any, values: dict[str, Any]) -> Any:

@@ -22,7 +22,7 @@ from .. import state
 from ..exceptions import SettingsError
 from ..limits import quota_day
 from ..settings import effective, switched_off
-from ..settings_store import RUNNING_CHAT, is_secret_key
+from ..settings_store import RUNNING_CHAT, is_secret_key, toml_value
 from ..state import store
 from .persona_admin import persona_command
 from .usage import ADMIN_HELP
@@ -185,19 +185,19 @@ def _get(key: str) -> str:
     if not key:
         return "用法：/llm2pic get <键>"
     value = store.get(key)
-    return store.show(key) if isinstance(value, dict) else f"{key} = {value!r}"
+    return store.show(key) if isinstance(value, dict) else f"{key} = {toml_value(value)}"
 
 
 def _set(key: str, value: str) -> str:
     result = store.set(key, value)
     note = "（需要重启机器人才生效）" if result.needs_restart else "，已生效"
-    return f"已设置 {result.key} = {result.value!r}{note}"
+    return f"已设置 {result.key} = {toml_value(result.value)}{note}"
 
 
 def _unset(key: str) -> str:
     store.unset(key)
     try:
-        return f"已删除 {key}，恢复默认值 {store.get(key)!r}"
+        return f"已删除 {key}，恢复默认值 {toml_value(store.get(key))}"
     except SettingsError:  # a whole table (e.g. a custom backend) has no default
         return f"已删除 {key}"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -301,31 +300,45 @@ def _again_job(job: DrawJob, intent: Intent, text: str, source: RecentPicture) -
 def parse_pic_args(text: str) -> tuple[int, bool, str | None, str]:
     """Leading ``-n N``, ``-r/--raw`` and ``-b/--backend NAME`` flags, then the description.
 
-    ``N`` is 0 when not given.
+    ``N`` is 0 when not given. The description, as typed, keeps its quotes and apostrophes
+    (「写着"你好"的牌子」, "a cat's toy").
     """
-    words = shlex.split(text.strip(), posix=True) if text.strip() else []
+    rest = text.strip()
     count, raw, backend = 0, False, None
-    while words and words[0].startswith("-"):
-        flag = words.pop(0)
-        if flag in ("-n", "--count") and words and words[0].isdigit() and int(words[0]) > 0:
-            count = int(words.pop(0))
+    while rest.startswith("-"):
+        flag, rest = _first_word(rest)
+        if flag in ("-n", "--count") and rest and (number := _first_word(rest)[0]).isdigit():
+            if int(number) < 1:
+                raise ValueError(flag)
+            count, rest = int(number), _first_word(rest)[1]
         elif flag in ("-r", "--raw"):
             raw = True
-        elif flag in ("-b", "--backend") and words:
-            backend = words.pop(0)
+        elif flag in ("-b", "--backend") and rest:
+            backend, rest = _first_word(rest)
         elif flag.startswith("--backend="):
             backend = flag.split("=", 1)[1]
         else:
             raise ValueError(flag)
-    return count, raw, backend, " ".join(words).strip()
+    return count, raw, backend, rest
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    """The first whitespace-separated word of ``text`` and the rest, stripped."""
+    word, *rest = text.split(maxsplit=1)
+    return word, rest[0] if rest else ""
 
 
 # --- acceptance ----------------------------------------------------------------------------------
 
 
 async def _fresh_settings(event: MessageEvent) -> Settings:
-    """The event's settings, the file re-read first if it changed on disk."""
-    await asyncio.to_thread(state.store.refresh_if_changed)
+    """The event's settings, the file re-read first if it changed on disk.
+
+    Only a changed file is re-read in a thread: a thread hop for every request would let
+    requests arriving together overtake each other before admission (first come, first served).
+    """
+    if state.store.changed_on_disk():
+        await asyncio.to_thread(state.store.refresh_if_changed)
     return _settings_for(event)
 
 
