@@ -33,7 +33,7 @@ from ..exceptions import (
     classify_upstream,
 )
 from ..imaging import sniff_mime
-from ..settings import GradioBackendSettings, resolve_secret
+from ..settings import GRADIO_PLACEHOLDERS, GradioBackendSettings, resolve_secret
 from ..sse import ServerSentEvent
 from ..transport import (
     HTTP_SCHEMES,
@@ -79,18 +79,6 @@ DEFAULT_INPUTS: tuple[Any, ...] = (
 )
 """Z-Image-Turbo ``/generate``: prompt, resolution, seed, steps, shift, random_seed, gallery."""
 
-PLACEHOLDERS = (
-    "prompt",
-    "negative_prompt",
-    "seed",
-    "resolution",
-    "width",
-    "height",
-    "steps",
-    "shift",
-    "random_seed",
-    "image",
-)
 
 _SIZE = re.compile(r"(\d+)\s*x\s*(\d+)")
 _HTML_TAG = re.compile(r"<[^>]+>")
@@ -367,10 +355,10 @@ def fill_template(item: Any, values: dict[str, Any]) -> Any:
     """One input item: ``"{seed}"`` alone takes the typed value, other strings are substituted."""
     if not isinstance(item, str):
         return item
-    for name in PLACEHOLDERS:
+    for name in GRADIO_PLACEHOLDERS:
         if item == f"{{{name}}}":
             return values[name]
-    for name in PLACEHOLDERS:
+    for name in GRADIO_PLACEHOLDERS:
         token = f"{{{name}}}"
         if token in item:
             value = values[name]
