@@ -380,7 +380,7 @@ def _config_group(args: argparse.Namespace) -> int:
 
         def read(store: SettingsStore) -> str:
             value, own = store.get_group(args.group_id, args.key)
-            return f"{value!r}{'' if own else '  (global)'}"
+            return f"{toml_value(value)}{'' if own else '  (global)'}"
 
         return _config_read(read)
     if args.action == "set":

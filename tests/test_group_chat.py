@@ -59,7 +59,7 @@ async def test_superuser_in_group_edits_that_group(app: App, config_file: Path):
     await run_admin(
         app,
         group_message("/llm2pic group set routing.default openai", user_id=ADMIN),
-        "已设置群 777 的 routing.default = 'openai'，已生效",
+        '已设置群 777 的 routing.default = "openai"，已生效',
     )
     assert group_table(config_file) == {"routing": {"default": "openai"}}
 
@@ -70,7 +70,7 @@ async def test_owner_and_admin_set_persona(app: App, config_file: Path, role: st
     await run_admin(
         app,
         group_message("/llm2pic group set persona.name 小红", user_id=321, role=role),
-        "已设置群 777 的 persona.name = '小红'，已生效",
+        '已设置群 777 的 persona.name = "小红"，已生效',
     )
     assert group_table(config_file) == {"persona": {"name": "小红"}}
 
@@ -104,7 +104,7 @@ async def test_admin_persona_text_capped(app: App, config_file: Path):
     await run_admin(
         app,
         group_message(f"/llm2pic group set persona.description {long_text}", user_id=ADMIN),
-        f"已设置群 777 的 persona.description = '{long_text}'，已生效",
+        f'已设置群 777 的 persona.description = "{long_text}"，已生效',
     )
 
 
@@ -141,12 +141,12 @@ async def test_admin_get_show_unset(app: App, config_file: Path):
     await run_admin(
         app,
         group_message("/llm2pic group get persona.name", role="admin"),
-        "persona.name = '小红'（本群设置）",
+        'persona.name = "小红"（本群设置）',
     )
     await run_admin(
         app,
         group_message("/llm2pic group get persona.appearance", role="admin"),
-        "persona.appearance = ''（全局设置）",
+        'persona.appearance = ""（全局设置）',
     )
     shown = store.show_group("777")
     assert 'name = "小红" # 本群' in shown
@@ -154,7 +154,7 @@ async def test_admin_get_show_unset(app: App, config_file: Path):
     await run_admin(
         app,
         group_message("/llm2pic group unset persona.name", role="owner"),
-        "已删除群 777 的 persona.name，恢复全局值 '小画'",
+        '已删除群 777 的 persona.name，恢复全局值 "小画"',
     )
     assert group_table(config_file) == {}
 

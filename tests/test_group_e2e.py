@@ -96,7 +96,7 @@ async def test_group_admin_changes_persona_not_quota_or_routing(tmp_path: Path):
                 await client.group_message(
                     "/llm2pic group set persona.name 小红", user_id=6, role="admin"
                 )
-                assert await reply_text(client) == "已设置群 777 的 persona.name = '小红'，已生效"
+                assert await reply_text(client) == '已设置群 777 的 persona.name = "小红"，已生效'
                 for command in (
                     "/llm2pic group set limits.user_daily_quota 99",
                     "/llm2pic group set routing.default zimage",

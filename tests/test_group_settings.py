@@ -266,9 +266,9 @@ async def test_cli_config_group_set_get_unset(tmp_path: Path):
     code, out, err = await run_cli(
         tmp_path, "config", "group", "123456", "set", "persona.name", "小红"
     )
-    assert (code, out.splitlines()[0]) == (0, "groups.123456.persona.name = '小红'"), err
+    assert (code, out.splitlines()[0]) == (0, 'groups.123456.persona.name = "小红"'), err
     code, out, _ = await run_cli(tmp_path, "config", "group", "123456", "get", "persona.name")
-    assert (code, out.strip()) == (0, "'小红'")
+    assert (code, out.strip()) == (0, '"小红"')
     code, _, err = await run_cli(
         tmp_path, "config", "group", "123456", "set", "limits.max_queue", "3"
     )
@@ -277,7 +277,7 @@ async def test_cli_config_group_set_get_unset(tmp_path: Path):
     code, out, _ = await run_cli(tmp_path, "config", "group", "123456", "unset", "persona.name")
     assert (code, out.splitlines()[0]) == (0, "removed groups.123456.persona.name")
     code, out, _ = await run_cli(tmp_path, "config", "group", "123456", "get", "persona.name")
-    assert (code, out.strip()) == (0, "'小画'  (global)")
+    assert (code, out.strip()) == (0, '"小画"  (global)')
 
 
 async def test_check_fails_for_backend_only_a_group_routes_to(tmp_path: Path):

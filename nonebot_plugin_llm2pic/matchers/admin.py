@@ -159,18 +159,18 @@ def _show_here(group_id: str, section: str) -> str:
 
 def _get_group(group_id: str, key: str) -> str:
     value, own = store.get_group(group_id, key)
-    return f"{key} = {value!r}" + ("（本群设置）" if own else "（全局设置）")
+    return f"{key} = {toml_value(value)}" + ("（本群设置）" if own else "（全局设置）")
 
 
 def _set_group(group_id: str, key: str, value: str) -> str:
     result = store.set_group(group_id, key, value)
-    return f"已设置群 {group_id} 的 {key} = {result.value!r}，已生效"
+    return f"已设置群 {group_id} 的 {key} = {toml_value(result.value)}，已生效"
 
 
 def _unset_group(group_id: str, key: str) -> str:
     store.unset_group(group_id, key)
     value, _ = store.get_group(group_id, key)
-    return f"已删除群 {group_id} 的 {key}，恢复全局值 {value!r}"
+    return f"已删除群 {group_id} 的 {key}，恢复全局值 {toml_value(value)}"
 
 
 async def _run(func, *args: str) -> str:
