@@ -31,7 +31,7 @@ from ..chat_api import (
     read_json,
 )
 from ..exceptions import BackendUnavailableError, StreamError, UpstreamError
-from ..imaging import in_worker, sniff_mime
+from ..imaging import sniff_mime
 from ..settings import OpenAIBackendSettings, resolve_secret
 from ..transport import (
     ProbeResult,
@@ -42,6 +42,7 @@ from ..transport import (
     safe_excerpt,
     with_retries,
 )
+from ..worker import in_worker
 from .base import Aspect, GeneratedImage, GenerationRequest
 from .image_text import compact_base64, decode_base64, image_in_text
 
